@@ -1,0 +1,49 @@
+"""Saved models are `{"config": ..., "state_dict": ...}`: no pickled code.
+
+Loading rebuilds the arch from the registry, replays the saved transform steps, then loads
+the weights with weights_only=True (like timm's create_model + load_checkpoint).
+Training checkpoints add optimizer/epoch/args alongside, in torchvision-references style.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elimnet.io import torch_save
+from elimnet.models import create_model, get_spec
+from elimnet.models.staged import StagedNet
+
+
+def model_config(arch: str, steps: list[dict], **extra: Any) -> dict:
+    spec = get_spec(arch)
+    return {"arch": arch, "steps": steps, "mean": list(spec.mean), "std": list(spec.std), **extra}
+
+
+def save_model(path: str | Path, model: StagedNet, config: dict, **extra: Any) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch_save(path, {"config": config, "state_dict": state, **extra})
+
+
+def build_from_config(config: dict) -> StagedNet:
+    from elimnet.compress import replay
+
+    return replay(create_model(config["arch"], pretrained=False), config.get("steps", []))
+
+
+def load_model(path: str | Path) -> tuple[StagedNet, dict]:
+    ckpt = load_checkpoint(path)
+    model = build_from_config(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt["config"]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file (run the stage that writes it: dvc repro)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not an elimnet model file (expected keys config, state_dict)")
+    return ckpt

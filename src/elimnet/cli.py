@@ -1,0 +1,116 @@
+"""`elimnet` command line: sizing, benchmarking and comparing without running the pipeline.
+
+    elimnet summary -S model.arch=resnet18 -S model.elim=2 --num-classes 6 [--json]
+
+Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of
+params.yaml when one is in the current directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from elimnet.config import ConfigError, load_params
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
+    def deco(fn):
+        COMMANDS[name] = (help, configure, fn)
+        return fn
+    return deco
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, as in `dvc exp run -S` (repeatable)")
+    p.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size (default: the prepared data's classes, else 1000)")
+
+
+def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
+    meta = Path(data_dir) / "meta.json"
+    return len(json.loads(meta.read_text())["classes"]) if meta.exists() else 1000
+
+
+def summarize_model(cfg, num_classes: int) -> dict:
+    """Sizes of the full model and the candidate the params describe: random init, no data, no download."""
+    import torch
+
+    from elimnet.models import create_model, get_spec
+    from elimnet.pipeline.model_stages import build_candidate, describe
+
+    arch, size = cfg["model.arch"], cfg["data.image_size"]
+    torch.manual_seed(cfg["seed"])
+    base = create_model(arch, pretrained=False)
+    candidate, steps, full = build_candidate(cfg, base, num_classes, data_dir=None)
+    cand, full_d = describe(candidate, arch, size), describe(full, arch, size)
+    kept = {s["name"] for s in cand["stages"]}
+    stages = [{**s, "kept": s["name"] in kept} for s in full_d["stages"]]
+    return {"arch": arch, "weights": cfg["model.weights"], "num_classes": num_classes, "image_size": size,
+            "params": cand["params"], "macs": cand["macs"], "layers": cand["layers"], "modules": cand["modules"],
+            "head": cand["head"], "stages": stages,
+            "removed_stages": [n for n in get_spec(arch).stage_names if n not in kept],
+            "steps": [{"name": s["name"], **s["spec"]} for s in steps if s["name"] != "classifier"],
+            "full": {k: full_d[k] for k in ("params", "macs", "layers", "modules")}}
+
+
+@command("summary", "params, MACs, layers and kept/removed stages of a candidate (no data, no download)",
+         _summary_args)
+def cmd_summary(args) -> int:
+    cfg = load_params(args.params, args.overrides)
+    n = args.num_classes if args.num_classes is not None else default_num_classes()
+    if n < 2:
+        raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
+    s = summarize_model(cfg, n)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    f = s["full"]
+    print(f"{s['arch']} ({s['weights']}), {s['num_classes']} classes, {s['image_size']}px")
+    print(f"{'':12}{'params':>14}{'MACs':>16}{'layers':>8}")
+    print(f"{'full':12}{f['params']:>14,}{f['macs']:>16,}{f['layers']:>8}")
+    print(f"{'candidate':12}{s['params']:>14,}{s['macs']:>16,}{s['layers']:>8}"
+          f"   ({s['params'] / f['params']:.1%} params, {s['macs'] / f['macs']:.1%} MACs)")
+    print("stages: " + "  ".join(f"{st['name']}{'' if st['kept'] else ' (removed)'}" for st in s["stages"])
+          + ("" if s["head"] else "  | head conv removed"))
+    for step in s["steps"]:
+        print("step: " + ", ".join(f"{k}={v}" for k, v in step.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elimnet", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, configure, _) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""params.yaml + `-S key=value` overrides -> one validated config.
+
+Every parameter, its default and what it allows lives in SCHEMA below, so every
+"bad value" message in the project comes from this one place:
+
+    model.elim=9: must be an integer in [0, 6] for arch efficientnet_lite0 (7 stages)
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter has a bad value. str(err) is one line naming key, value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    check: Callable[[Any], str | None]  # returns "what is allowed" when the value is bad
+    help: str = ""
+
+
+# ----------------------------------------------------------------------------- checks
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def int_range(lo: int | None = None, hi: int | None = None, optional: bool = False):
+    def check(v):
+        if optional and v is None:
+            return None
+        if _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi):
+            return None
+        span = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+        return span + (" or null" if optional else "")
+    return check
+
+
+def num_range(lo: float | None = None, hi: float | None = None, optional: bool = False,
+              lo_open: bool = False):
+    def check(v):
+        if optional and v is None:
+            return None
+        if _is_num(v):
+            ok_lo = lo is None or (v > lo if lo_open else v >= lo)
+            ok_hi = hi is None or v <= hi
+            if ok_lo and ok_hi:
+                return None
+        op = ">" if lo_open else ">="
+        span = f"a number {op} {lo}" if hi is None else f"a number in {'(' if lo_open else '['}{lo}, {hi}]"
+        return span + (" or null" if optional else "")
+    return check
+
+
+def one_of(choices: Iterable[Any] | Callable[[], Iterable[Any]], optional: bool = False):
+    def check(v):
+        allowed = list(choices() if callable(choices) else choices)
+        if (optional and v is None) or v in allowed:
+            return None
+        return "one of " + ", ".join(map(str, allowed)) + (" or null" if optional else "")
+    return check
+
+
+def is_bool(v):
+    return None if isinstance(v, bool) else "true or false"
+
+
+def is_str(optional: bool = False):
+    def check(v):
+        if (optional and v is None) or (isinstance(v, str) and v):
+            return None
+        return "a non-empty string" + (" or null" if optional else "")
+    return check
+
+
+def int_list(lo: int = 1):
+    def check(v):
+        if isinstance(v, list) and v and all(_is_int(x) and x >= lo for x in v):
+            return None
+        return f"a non-empty list of integers >= {lo}"
+    return check
+
+
+def str_map(v):
+    if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        return None
+    return "a mapping of strings to strings"
+
+
+# Registries are looked up lazily so that adding an arch, a data source or a
+# criterion never requires editing this file.
+def _archs():
+    from elimnet.models import list_models
+    return list_models()
+
+
+def _sources():
+    from elimnet.data import list_sources
+    return list_sources()
+
+
+def _criteria():
+    from elimnet.compress.layerprune import CRITERIA
+    return sorted(CRITERIA)
+
+
+# ----------------------------------------------------------------------------- schema
+SCHEMA: dict[str, Field] = {
+    "seed": Field(42, int_range(0), "global seed: splits, init of new layers, training order"),
+    # data ---------------------------------------------------------------------------
+    "data.name": Field("elpv", one_of(_sources), "data source"),
+    "data.path": Field(None, is_str(optional=True), "folder source: ImageFolder-layout directory"),
+    "data.root": Field("data/raw", is_str(), "download cache for online sources"),
+    "data.image_size": Field(96, int_range(16, 1024), "side of the cached square uint8 images"),
+    "data.val_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "validation share"),
+    "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),
+    "data.max_per_class": Field(None, int_range(3, optional=True),
+                                "cap images per class (deterministic subset) for quick runs"),
+    "data.variant": Field("160", one_of(["160", "320", "full"]), "imagenette archive variant"),
+    "data.taco.padding": Field(0.1, num_range(0.0, 1.0), "TACO crop padding, fraction of box side"),
+    "data.taco.min_size": Field(32, int_range(1), "TACO: smallest box side (px) kept"),
+    "data.taco.workers": Field(8, int_range(1, 64), "TACO parallel image downloads"),
+    "data.taco.mapping": Field({}, str_map, "TACO category name -> class name; others dropped"),
+    # model --------------------------------------------------------------------------
+    "model.arch": Field("efficientnet_lite0", one_of(_archs), "backbone"),
+    "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
+    "model.elim": Field(2, int_range(0), "ELimNet: number of top stages removed"),
+    "model.neck": Field(0, num_range(0.0, 16.0), "fresh 1x1 conv C->r*C after the cut (0 = off)"),
+    "model.block": Field("standard", one_of(["standard", "se"]), "simple_effnet block type"),
+    "model.prune.k": Field(0, int_range(0), "LayerPrune: blocks removed (0 = off)"),
+    "model.prune.criterion": Field("l1", one_of(_criteria), "LayerPrune block ranking"),
+    "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
+                                        "LayerPrune budget: <=1 fraction of full bs=1 latency, >1 ms"),
+    "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
+    "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
+    "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (_is_int(v) and v >= 0)
+                               else "max, min or a group index >= 0", "which group is kept"),
+    "model.diet.keep_early": Field(False, is_bool, "Diet: keep stem and first stage at full width"),
+    "model.filter.ratio": Field(0.0, num_range(0.0, 0.95), "torch-pruning channel ratio (0 = off)"),
+    "model.filter.importance": Field("l1", one_of(["l1", "taylor"]), "torch-pruning importance"),
+    # train --------------------------------------------------------------------------
+    "train.epochs": Field(6, int_range(1), "finetuning epochs"),
+    "train.batch_size": Field(32, int_range(1), "training batch size"),
+    "train.lr": Field(0.01, num_range(0.0, lo_open=True), "peak learning rate"),
+    "train.optimizer": Field("sgd", one_of(["sgd", "adamw"]), "optimizer"),
+    "train.momentum": Field(0.9, num_range(0.0, 1.0), "SGD momentum"),
+    "train.weight_decay": Field(5e-5, num_range(0.0), "weight decay"),
+    "train.label_smoothing": Field(0.0, num_range(0.0, 0.5), "cross-entropy label smoothing"),
+    "train.warmup_epochs": Field(0, int_range(0), "linear LR warm-up epochs before cosine decay"),
+    "train.hflip": Field(True, is_bool, "random horizontal flips"),
+    "train.vflip": Field(True, is_bool, "random vertical flips"),
+    "train.channels_last": Field(True, is_bool, "NHWC memory format (faster on CPU)"),
+    "train.threads": Field(None, int_range(1, optional=True), "torch CPU threads (null = torch default)"),
+    "train.eval_batch_size": Field(128, int_range(1), "evaluation batch size"),
+    "train.kd.alpha": Field(0.0, num_range(0.0, 1.0), "distillation weight (0 = plain finetune)"),
+    "train.kd.temperature": Field(4.0, num_range(0.0, lo_open=True), "distillation temperature"),
+    "train.distributed": Field(1, int_range(1), "processes for torchrun DDP (1 = single process)"),
+    # bench --------------------------------------------------------------------------
+    "bench.batch_sizes": Field([1, 8, 64], int_list(1), "latency batch sizes"),
+    "bench.warmup": Field(3, int_range(0), "warm-up iterations per batch size"),
+    "bench.repeats": Field(20, int_range(1), "timed iterations per batch size (max)"),
+    "bench.budget_s": Field(3.0, num_range(0.0, lo_open=True), "time budget per model and batch size"),
+    "bench.threads": Field(None, int_range(1, optional=True), "torch CPU threads (null = all cores)"),
+    "bench.cuda": Field(True, is_bool, "also time CUDA when a GPU is present"),
+    "bench.onnx": Field(False, is_bool, "also time ONNX Runtime CPU"),
+    # tracking -----------------------------------------------------------------------
+    "mlflow.tracking_uri": Field("sqlite:///mlflow.db", is_str(), "MLflow store (MLFLOW_TRACKING_URI wins)"),
+    "mlflow.experiment": Field("elimnet", is_str(), "MLflow experiment name"),
+    "mlflow.enabled": Field(True, is_bool, "log to MLflow in the report stage"),
+}
+
+# Keys whose value is a mapping: their children are data, not schema keys.
+_MAP_KEYS = {k for k, f in SCHEMA.items() if isinstance(f.default, dict)}
+
+
+# ----------------------------------------------------------------------------- config
+class Config:
+    """Validated parameters. `cfg["model.elim"]` or `cfg.section("model")` (nested dict)."""
+
+    def __init__(self, flat: dict[str, Any]):
+        self._flat = dict(flat)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._flat:
+            raise KeyError(f"unknown parameter {key!r}")
+        return copy.deepcopy(self._flat[key])
+
+    def flat(self) -> dict[str, Any]:
+        return copy.deepcopy(self._flat)
+
+    def nested(self) -> dict[str, Any]:
+        return unflatten(self._flat)
+
+    def section(self, prefix: str) -> dict[str, Any]:
+        return self.nested().get(prefix, {})
+
+    def replace(self, **dotted: Any) -> "Config":
+        """A new validated config with some values changed: cfg.replace(**{"model.elim": 3})."""
+        flat = self.flat()
+        flat.update(dotted)
+        return validate(flat)
+
+    def __repr__(self) -> str:
+        return f"Config({self._flat})"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in _MAP_KEYS:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, v in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = copy.deepcopy(v)
+    return tree
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, SCHEMA, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see params.yaml for the allowed keys"
+    return ConfigError(f"{key}: unknown parameter{hint}")
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """`-S key=value` strings (DVC's syntax) -> {key: yaml-parsed value}."""
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: an override must look like key=value, e.g. model.elim=3")
+        if key not in SCHEMA:
+            raise _unknown_key(key)
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def validate(flat: dict[str, Any]) -> Config:
+    values = {k: copy.deepcopy(f.default) for k, f in SCHEMA.items()}
+    for key, v in flat.items():
+        if key not in SCHEMA:
+            raise _unknown_key(key)
+        values[key] = v
+    for key, f in SCHEMA.items():
+        allowed = f.check(values[key])
+        if allowed:
+            raise ConfigError(f"{key}={_show(values[key])}: must be {allowed}")
+    _cross_checks(values)
+    return Config(values)
+
+
+def _cross_checks(v: dict[str, Any]) -> None:
+    from elimnet.models import get_spec
+
+    spec = get_spec(v["model.arch"])
+    if v["model.elim"] >= spec.num_stages:
+        raise ConfigError(
+            f"model.elim={v['model.elim']}: must be an integer in [0, {spec.num_stages - 1}] "
+            f"for arch {spec.name} ({spec.num_stages} stages)")
+    if v["model.weights"] == "imagenet" and not spec.has_pretrained:
+        raise ConfigError(f"model.weights=imagenet: arch {spec.name} has no pretrained weights; "
+                          f"must be none")
+    if v["data.val_fraction"] + v["data.test_fraction"] >= 0.9:
+        raise ConfigError(f"data.val_fraction+data.test_fraction="
+                          f"{v['data.val_fraction'] + v['data.test_fraction']:g}: must be < 0.9")
+    if v["data.name"] == "folder" and not v["data.path"]:
+        raise ConfigError("data.path=null: must name an ImageFolder directory when data.name=folder")
+    g = v["model.diet.groups"]
+    if _is_int(v["model.diet.select"]) and v["model.diet.select"] >= g:
+        raise ConfigError(f"model.diet.select={v['model.diet.select']}: must be max, min or a group "
+                          f"index in [0, {g - 1}] for model.diet.groups={g}")
+
+
+def _show(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> Config:
+    """Read params.yaml (missing keys take their defaults), apply -S overrides, validate."""
+    path = Path(path)
+    tree = {}
+    if path.exists():
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: must hold a mapping of parameter groups")
+    flat = flatten(tree)
+    flat.update(parse_overrides(overrides))
+    return validate(flat)
+
+
+def defaults() -> Config:
+    return validate({})

@@ -1,0 +1,124 @@
+"""Split a source deterministically and decode it once into uint8 tensors.
+
+Output folder: train.pt / val.pt / test.pt ({"images", "labels"}) and meta.json.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from elimnet.data.sources import Sample, SourceData
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """The data cannot be split or decoded as asked (names the class or path)."""
+
+
+def cap_per_class(samples: list[Sample], max_per_class: int | None, seed: int) -> list[Sample]:
+    if not max_per_class:
+        return samples
+    rng = random.Random(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    kept = []
+    for label in sorted(by_class):
+        group = sorted(by_class[label], key=lambda s: s.ref)
+        rng.shuffle(group)
+        kept += group[:max_per_class]
+    return kept
+
+
+def stratified_split(labels: list[int], val_fraction: float, test_fraction: float, seed: int,
+                     classes: list[str] | None = None) -> list[str]:
+    """Per class, shuffle with the seed and cut into train/val/test (at least one each)."""
+    rng = np.random.default_rng(seed)
+    assignment = [""] * len(labels)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    names = classes or [str(c) for c in sorted(by_class)]
+    for label in range(len(names)):
+        idx = by_class.get(label, [])
+        if len(idx) < 3:
+            raise DataError(f"class {names[label]!r} has {len(idx)} images; each class needs at least 3 "
+                            f"(one per split)")
+        idx = np.array(idx)[rng.permutation(len(idx))]
+        n_test = max(1, int(round(len(idx) * test_fraction)))
+        n_val = max(1, int(round(len(idx) * val_fraction)))
+        if n_test + n_val >= len(idx):
+            raise DataError(f"class {names[label]!r} has {len(idx)} images: too few for val_fraction="
+                            f"{val_fraction} and test_fraction={test_fraction}")
+        for j, i in enumerate(idx):
+            assignment[i] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
+    return assignment
+
+
+def to_square_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    scale = size / min(w, h)  # shorter side to `size`, then centre crop
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def decode(samples: list[Sample], size: int, channels: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    images, labels, bad = [], [], []
+    for s in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
+        try:
+            images.append(to_square_array(s.open(), size, channels))
+            labels.append(s.label)
+        except Exception:  # corrupt, truncated, not an image: skip and count, never crash mid-way
+            bad.append(s.ref)
+    x = torch.from_numpy(np.stack(images)) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    return x, torch.tensor(labels, dtype=torch.int64), bad
+
+
+def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction: float, test_fraction: float,
+            seed: int, max_per_class: int | None = None) -> dict:
+    """Write the split tensors into out_dir (which the caller swaps in atomically); return data metrics."""
+    samples = cap_per_class(source.samples, max_per_class, seed)
+    if not samples:
+        raise DataError(f"data source {source.name!r} has no images")
+    if all(s.split for s in samples):  # keep the official split
+        assignment = [s.split for s in samples]
+    else:
+        assignment = stratified_split([s.label for s in samples], val_fraction, test_fraction, seed, source.classes)
+    metrics = {"source": source.name, "classes": source.classes, "image_size": image_size,
+               "channels": source.channels, "license": source.license, "splits": {}, "skipped": {}}
+    for split in SPLITS:
+        part = [s for s, a in zip(samples, assignment) if a == split]
+        x, y, bad = decode(part, image_size, source.channels, f"decode {split}")
+        counts = Counter(y.tolist())
+        for i, name in enumerate(source.classes):
+            if counts.get(i, 0) == 0:
+                raise DataError(f"class {name!r} has no usable images in the {split} split")
+        torch.save({"images": x, "labels": y}, out_dir / f"{split}.pt")
+        metrics["splits"][split] = {"size": len(y), "class_counts": {n: counts.get(i, 0)
+                                                                       for i, n in enumerate(source.classes)}}
+        metrics["skipped"][split] = len(bad)
+        if bad:
+            metrics.setdefault("skipped_files", []).extend(bad[:50])
+    metrics["skipped_total"] = sum(metrics["skipped"].values())
+    metrics.update(source.stats)
+    (out_dir / "meta.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def load_meta(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: prepared data is missing (run: dvc repro prepare)")
+    return json.loads(path.read_text())

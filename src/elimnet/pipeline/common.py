@@ -1,0 +1,46 @@
+"""What every stage shares: argument parsing, params, and one-line errors."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from elimnet.config import Config, ConfigError, load_params  # noqa: E402
+
+
+class StageError(RuntimeError):
+    """A stage cannot run with the inputs it was given (one line, no traceback)."""
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, as in `dvc exp run -S`")
+    return p
+
+
+def params_from(args: argparse.Namespace) -> Config:
+    return load_params(args.params, args.overrides)
+
+
+def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
+    """Run a stage; expected failures print one line `error: ...` and exit 2."""
+    from elimnet.data.prepare import DataError
+
+    try:
+        main(argv)
+        return 0
+    except (ConfigError, DataError, StageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)

@@ -1,0 +1,84 @@
+"""pretrained and compress: materialise the backbone's weights, then build the candidate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from elimnet.bench.profile import profile
+from elimnet.checkpoint import load_model, model_config, save_model
+from elimnet.compress import CompressContext, plan_and_apply
+from elimnet.config import Config
+from elimnet.data.prepare import load_meta
+from elimnet.data.tensors import TensorSplit
+from elimnet.io import write_json
+from elimnet.models import create_model, get_spec, stage_view
+from elimnet.models.staged import StagedNet
+
+
+def run_pretrained(cfg: Config, out: str | Path) -> dict:
+    arch, weights = cfg["model.arch"], cfg["model.weights"]
+    torch.manual_seed(cfg["seed"])  # "empty" models: the same random init every run
+    model = create_model(arch, pretrained=weights == "imagenet", cache_dir=Path(cfg["data.root"]) / "weights")
+    config = model_config(arch, steps=[], weights=weights, num_classes=1000)
+    save_model(out, model, config)
+    return config
+
+
+def describe(model: StagedNet, arch: str, image_size: int) -> dict:
+    spec = get_spec(arch)
+    view = stage_view(model, spec.stage_names, image_size=image_size)
+    out = profile(model, image_size)
+    out["stages"] = [{"name": s["name"], "blocks": len(s["blocks"]),
+                      "params": sum(b["params"] for b in s["blocks"])} for s in view.to_dict()["stages"]]
+    out["head"] = not isinstance(model.head, torch.nn.Identity)
+    return out
+
+
+def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: str | Path | None = None
+                    ) -> tuple[StagedNet, list[dict], StagedNet]:
+    """(candidate, its steps, the full model with the same classifier) from a 1000-class base."""
+    arch = cfg["model.arch"]
+    spec = get_spec(arch)
+    train = val = None
+    if data_dir is not None and Path(data_dir, "train.pt").exists():
+        train, val = TensorSplit.load(Path(data_dir) / "train.pt"), TensorSplit.load(Path(data_dir) / "val.pt")
+    ctx = CompressContext(arch=arch, image_size=cfg["data.image_size"], num_classes=num_classes, seed=cfg["seed"],
+                          train=train, val=val, mean=spec.mean, std=spec.std)
+    torch.manual_seed(cfg["seed"])
+    full, _ = plan_and_apply(base, cfg.replace(**{"model.elim": 0, "model.neck": 0, "model.prune.k": 0,
+                                                  "model.prune.latency_budget": None, "model.diet.groups": 1,
+                                                  "model.filter.ratio": 0.0}), ctx)
+    torch.manual_seed(cfg["seed"])
+    candidate, steps = plan_and_apply(base, cfg, ctx)
+    return candidate, steps, full
+
+
+def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out: str | Path,
+                 structure_path: str | Path) -> dict:
+    meta = load_meta(data_dir)
+    base, base_conf = load_model(pretrained)
+    arch = base_conf["arch"]
+    if arch != cfg["model.arch"]:
+        raise ValueError(f"{pretrained} holds {arch} but model.arch={cfg['model.arch']}: rerun the pretrained stage")
+    size = cfg["data.image_size"]
+    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir)
+    spec = get_spec(arch)
+    full_d, cand_d = describe(full, arch, size), describe(candidate, arch, size)
+    kept = {s["name"] for s in cand_d["stages"]}
+    structure = {
+        "arch": arch, "weights": base_conf.get("weights", "imagenet"), "image_size": size,
+        "full": full_d, "candidate": cand_d,
+        "removed_stages": [n for n in spec.stage_names if n not in kept],
+        "removed_head": full_d["head"] and not cand_d["head"],
+        "steps": [{"name": s["name"], **s["spec"], **{k: v for k, v in s["report"].items() if k not in s["spec"]}}
+                  for s in steps],
+        "ratios": {"params": cand_d["params"] / full_d["params"], "macs": cand_d["macs"] / full_d["macs"],
+                   "layers": cand_d["layers"] / full_d["layers"]},
+    }
+    config = model_config(arch, steps=[{"name": s["name"], "spec": s["spec"]} for s in steps],
+                          weights=base_conf.get("weights", "imagenet"), num_classes=len(meta["classes"]),
+                          classes=meta["classes"], image_size=size)
+    save_model(out, candidate, config)
+    write_json(structure_path, structure)
+    return structure

@@ -1,0 +1,86 @@
+"""report: candidate next to baseline in metrics/summary.json, a curves plot, one MLflow run."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from elimnet.config import Config
+from elimnet.io import atomic_path, read_json, write_json
+from elimnet.track import git_commit, log_run, tracking_uri
+
+ROLES = ("baseline", "candidate")
+
+
+def _read_history(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], latency: dict) -> dict:
+    rows = {}
+    for role, part in (("baseline", "full"), ("candidate", "candidate")):
+        p = structure[part]
+        row = {"params": p["params"], "macs": p["macs"], "layers": p["layers"],
+               **{k: v for k, v in train[role].items() if k.startswith(("train_", "val_"))},
+               **{k: evals[role][k] for k in ("test_loss", "test_acc", "test_macro_f1")}}
+        for dev in ("cpu", "cuda"):
+            for bs, stats in (latency.get(dev) or {}).items():
+                row[f"latency_{dev}_bs{bs}_ms"] = stats[role]["median_ms"]
+        rows[role] = row
+    b, c = rows["baseline"], rows["candidate"]
+    ratios = {"params": c["params"] / b["params"], "macs": c["macs"] / b["macs"], "layers": c["layers"] / b["layers"],
+              "test_macro_f1_delta": c["test_macro_f1"] - b["test_macro_f1"],
+              "test_acc_delta": c["test_acc"] - b["test_acc"]}
+    for dev in ("cpu", "cuda"):
+        for bs, stats in (latency.get(dev) or {}).items():
+            ratios[f"latency_reduction_{dev}_bs{bs}"] = stats["candidate"]["reduction"]
+    return {"arch": structure["arch"], "weights": structure["weights"], "removed_stages": structure["removed_stages"],
+            "steps": [s["name"] for s in structure["steps"] if s["name"] != "classifier"],
+            "cuda": latency.get("cuda") is not None, **rows, "ratios": ratios}
+
+
+def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for role, rows in histories.items():
+        ep = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("loss", "acc", "macro_f1")):
+            ax.plot(ep, [r[f"train_{key}"] for r in rows], "--", label=f"{role} train")
+            ax.plot(ep, [r[f"val_{key}"] for r in rows], "-", marker="o", ms=3, label=f"{role} val")
+            ax.set_title(key)
+            ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path: str | Path) -> dict:
+    m = Path(metrics_dir)
+    structure, latency = read_json(m / "structure.json"), read_json(m / "latency.json")
+    train = {r: read_json(m / r / "train.json") for r in ROLES}
+    evals = {r: read_json(m / r / "eval.json") for r in ROLES}
+    histories = {r: _read_history(m / r / "history.csv") for r in ROLES}
+    summary = summarize(structure, train, evals, latency)
+    plot_curves(histories, Path(plot_path))
+    write_json(out, summary)
+    if cfg["mlflow.enabled"]:
+        run_name = os.environ.get("DVC_EXP_NAME") or "workspace"
+        params = {k: v for k, v in cfg.flat().items() if not k.startswith("mlflow.")}
+        metrics = {"baseline": summary["baseline"], "candidate": summary["candidate"], "ratios": summary["ratios"],
+                   "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)}}
+        artifacts = [out, plot_path, m / "structure.json", m / "latency.json", m / "data.json",
+                     *(m / r / f for r in ROLES for f in ("eval.json", "history.csv", "predictions.csv"))]
+        tags = {"git_commit": git_commit(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
+                "arch": summary["arch"], "method": "+".join(summary["steps"]) or "full"}
+        summary["mlflow_run_id"] = log_run(uri=tracking_uri(cfg), experiment=cfg["mlflow.experiment"],
+                                           run_name=run_name, params=params, metrics=metrics,
+                                           history={f"{r}": histories[r] for r in ROLES}, artifacts=artifacts,
+                                           tags=tags)
+    return summary

@@ -1,0 +1,84 @@
+"""finetune and evaluate stages."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from elimnet.checkpoint import load_model, save_model
+from elimnet.compress.elim import set_num_classes
+from elimnet.config import Config
+from elimnet.data.prepare import load_meta
+from elimnet.data.tensors import Normalizer, TensorSplit
+from elimnet.io import write_json, write_text
+from elimnet.pipeline.common import set_threads
+from elimnet.train.finetune import TrainRecipe, finetune
+from elimnet.train.metrics import evaluate, per_class_f1
+
+
+def _with_classes(model, config: dict, num_classes: int, seed: int):
+    """The baseline starts from the 1000-class pretrained file: give it this data's classifier."""
+    if config.get("num_classes") == num_classes:
+        return model, config
+    torch.manual_seed(seed)  # same fresh classifier as compress's "full" model
+    model, _ = set_num_classes(model, num_classes)
+    config = {**config, "num_classes": num_classes,
+              "steps": config.get("steps", []) + [{"name": "classifier", "spec": {"num_classes": num_classes}}]}
+    return model, config
+
+
+def history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str | Path, history_path: str | Path,
+                 metrics_path: str | Path, teacher_path: str | Path | None = None, role: str = "candidate") -> dict:
+    set_threads(cfg["train.threads"])
+    meta = load_meta(data_dir)
+    classes = meta["classes"]
+    model, config = load_model(init)
+    model, config = _with_classes(model, config, len(classes), cfg["seed"])
+    config.update(classes=classes, image_size=meta["image_size"])
+    recipe = TrainRecipe.from_config(cfg)
+    teacher = None
+    if teacher_path and recipe.kd_alpha > 0:
+        teacher, _ = load_model(teacher_path)
+    else:
+        recipe.kd_alpha = 0.0  # the baseline never distils; alpha=0 is plain finetuning
+    train = TensorSplit.load(Path(data_dir) / "train.pt")
+    val = TensorSplit.load(Path(data_dir) / "val.pt")
+    result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"], num_classes=len(classes),
+                      teacher=teacher, desc=f"finetune {role}")
+    model.load_state_dict(result.best_state)
+    save_model(out, model, config, optimizer=result.optimizer_state, epoch=result.best_epoch,
+               args=cfg.flat())
+    best = result.history[result.best_epoch - 1]
+    metrics = {"best_epoch": result.best_epoch, "epochs": recipe.epochs,
+               **{k: v for k, v in best.items() if k not in ("epoch", "lr")}}
+    write_text(history_path, history_csv(result.history))
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out: str | Path,
+                 predictions_path: str | Path, split: str = "test") -> dict:
+    set_threads(cfg["train.threads"])
+    model, config = load_model(model_path)
+    classes = load_meta(data_dir)["classes"]
+    data = TensorSplit.load(Path(data_dir) / f"{split}.pt")
+    m = evaluate(model, data, Normalizer(config["mean"], config["std"]), cfg["train.eval_batch_size"], len(classes))
+    f1s = per_class_f1(m["y_true"], m["y_pred"], len(classes))
+    metrics = {f"{split}_loss": m["loss"], f"{split}_acc": m["acc"], f"{split}_macro_f1": m["macro_f1"],
+               "per_class_f1": dict(zip(classes, f1s)), "confusion": m["confusion"], "classes": classes,
+               "images": len(data)}
+    rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(m["y_true"], m["y_pred"]))
+    write_text(predictions_path, rows)
+    write_json(out, metrics)
+    return metrics

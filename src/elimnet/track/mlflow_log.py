@@ -1,0 +1,79 @@
+"""Log one run per experiment to MLflow (SQLite store by default).
+
+MLflow being unreachable or broken must not fail a DVC stage: we warn once and return
+None; the JSON metrics DVC tracks are the record of truth.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri(cfg) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg["mlflow.tracking_uri"]
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _flat_metrics(d: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_metrics(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:  # drop NaN
+            out[key] = float(v)
+    return out
+
+
+def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any], metrics: dict,
+            history: dict[str, list[dict]] | None = None, artifacts: list[str | Path] = (),
+            tags: dict[str, str] | None = None) -> str | None:
+    """Create one run; return its id, or None (with one warning) if MLflow is unavailable."""
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items() if v})
+        rid = run.info.run_id
+        from mlflow.entities import Metric, Param
+
+        ps = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        ms = [Metric(k, v, 0, 0) for k, v in sorted(_flat_metrics(metrics).items())]
+        for prefix, rows in (history or {}).items():
+            for row in rows:
+                step = int(row.get("epoch", 0))
+                ms += [Metric(f"{prefix}.{k}", float(v), 0, step) for k, v in row.items()
+                       if k != "epoch" and isinstance(v, (int, float))]
+        for i in range(0, len(ps), 100):
+            client.log_batch(rid, params=ps[i:i + 100])
+        for i in range(0, len(ms), 500):
+            client.log_batch(rid, metrics=ms[i:i + 500])
+        for path in artifacts:
+            p = Path(path)
+            if p.is_file():
+                client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
+        client.set_terminated(rid)
+        return rid
+    except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
+        warnings.warn(f"MLflow logging to {uri} failed, metrics stay in metrics/*.json: {type(e).__name__}: {e}",
+                      stacklevel=2)
+        print(f"warning: MLflow logging to {uri} failed ({type(e).__name__}); JSON metrics are kept",
+              file=sys.stderr)
+        return None

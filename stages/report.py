@@ -1,0 +1,21 @@
+"""DVC stage report: metrics/*.json -> metrics/summary.json + plots/curves.png, logged to MLflow."""
+import sys
+
+from elimnet.pipeline.common import params_from, run_stage, stage_parser
+from elimnet.pipeline.report_stage import run_report
+
+
+def main(argv=None):
+    p = stage_parser(__doc__)
+    p.add_argument("--metrics-dir", default="metrics")
+    p.add_argument("--out", default="metrics/summary.json")
+    p.add_argument("--plot", default="plots/curves.png")
+    args = p.parse_args(argv)
+    s = run_report(params_from(args), args.metrics_dir, args.out, args.plot)
+    r = s["ratios"]
+    print(f"candidate/baseline: params {r['params']:.3f}, MACs {r['macs']:.3f}, "
+          f"test macro-F1 delta {r['test_macro_f1_delta']:+.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

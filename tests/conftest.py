@@ -27,3 +27,74 @@ def tiny_split():
             ys.append(torch.full((n_per_class,), c, dtype=torch.int64))
         return TensorSplit(torch.cat(xs), torch.cat(ys))
     return make
+
+
+# ----------------------------------------------------------------------------- loopback HTTP server
+class LoopbackServer:
+    """Serves in-memory files on 127.0.0.1 with HTTP Range support, and records every request.
+
+    server.files["/a.tar"] = b"..."; server.url("/a.tar")
+    server.cut_after["/a.tar"] = 1000   # the next response for that path closes after 1000 bytes
+    server.requests -> [(path, headers dict)]
+    """
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.cut_after: dict[str, int] = {}
+        self.requests: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                outer.requests.append((path, dict(self.headers)))
+                if path not in outer.files:
+                    self.send_error(404, "not found")
+                    return
+                data = outer.files[path]
+                start, status = 0, 200
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0])
+                    status = 206
+                body = data[start:]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                cut = outer.cut_after.pop(path, None)
+                if cut is not None:
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = LoopbackServer()
+    yield server
+    server.close()

@@ -10,8 +10,9 @@ def main(argv=None):
     p.add_argument("--metrics-dir", default="metrics")
     p.add_argument("--out", default="metrics/summary.json")
     p.add_argument("--plot", default="plots/curves.png")
+    p.add_argument("--model", default=None, help="finetuned candidate, logged to MLflow with mlflow.pytorch")
     args = p.parse_args(argv)
-    s = run_report(params_from(args), args.metrics_dir, args.out, args.plot)
+    s = run_report(params_from(args), args.metrics_dir, args.out, args.plot, args.model)
     r = s["ratios"]
     print(f"candidate/baseline: params {r['params']:.3f}, MACs {r['macs']:.3f}, "
           f"test macro-F1 delta {r['test_macro_f1_delta']:+.4f}")

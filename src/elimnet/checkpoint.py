@@ -29,7 +29,8 @@ def save_model(path: str | Path, model: StagedNet, config: dict, **extra: Any) -
 def build_from_config(config: dict) -> StagedNet:
     from elimnet.compress import replay
 
-    return replay(create_model(config["arch"], pretrained=False), config.get("steps", []))
+    base = create_model(config["arch"], pretrained=False, arch_args=config.get("arch_args"))
+    return replay(base, config.get("steps", []))
 
 
 def load_model(path: str | Path) -> tuple[StagedNet, dict]:

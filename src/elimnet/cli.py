@@ -1,6 +1,8 @@
 """`elimnet` command line: sizing, benchmarking and comparing without running the pipeline.
 
     elimnet summary -S model.arch=resnet18 -S model.elim=2 --num-classes 6 [--json]
+    elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.onnx=true]
+    elimnet compare [--source dvc|mlflow] [--out-dir reports]
 
 Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of
 params.yaml when one is in the current directory.
@@ -37,6 +39,8 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier size (default: the prepared data's classes, else 1000)")
+    p.add_argument("--mac-table", action="store_true",
+                   help="also print the candidate's per-operation MACs and filters (seed 002, Table 4 form)")
 
 
 def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
@@ -74,6 +78,9 @@ def cmd_summary(args) -> int:
     if n < 2:
         raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
     s = summarize_model(cfg, n)
+    if args.mac_table:
+        from elimnet.bench.mac_table import candidate_mac_table, format_mac_table
+        s["mac_table"] = candidate_mac_table(cfg, n)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -86,8 +93,21 @@ def cmd_summary(args) -> int:
     print("stages: " + "  ".join(f"{st['name']}{'' if st['kept'] else ' (removed)'}" for st in s["stages"])
           + ("" if s["head"] else "  | head conv removed"))
     for step in s["steps"]:
-        print("step: " + ", ".join(f"{k}={v}" for k, v in step.items()))
+        # nested reports (e.g. LayerPrune's per-block importance) are in --json only
+        print("step: " + ", ".join(f"{k}={v}" for k, v in step.items() if not isinstance(v, dict)))
+    if "mac_table" in s:
+        print(format_mac_table(s["mac_table"]))
     return 0
+
+
+def _register_report_commands() -> None:
+    from elimnet.report import cli_commands as rc
+
+    command("bench", rc.BENCH_HELP, rc.bench_args)(rc.cmd_bench)
+    command("compare", rc.COMPARE_HELP, rc.compare_args)(rc.cmd_compare)
+
+
+_register_report_commands()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,11 +128,14 @@ SCHEMA: dict[str, Field] = {
     "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),
     "data.max_per_class": Field(None, int_range(3, optional=True),
                                 "cap images per class (deterministic subset) for quick runs"),
-    "data.variant": Field("160", one_of(["160", "320", "full"]), "imagenette archive variant"),
+    "data.variant": Field("160", lambda v: one_of(["160", "320", "full"])(str(v)),  # -S data.variant=320 is an int
+                          "imagenette archive variant"),
     "data.taco.padding": Field(0.1, num_range(0.0, 1.0), "TACO crop padding, fraction of box side"),
     "data.taco.min_size": Field(32, int_range(1), "TACO: smallest box side (px) kept"),
     "data.taco.workers": Field(8, int_range(1, 64), "TACO parallel image downloads"),
     "data.taco.mapping": Field({}, str_map, "TACO category name -> class name; others dropped"),
+    "data.taco.images": Field("original", one_of(["original", "640"]),
+                              "TACO photos fetched: original size or Flickr's 640 px copies (fast)"),
     # model --------------------------------------------------------------------------
     "model.arch": Field("efficientnet_lite0", one_of(_archs), "backbone"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
@@ -175,6 +178,15 @@ SCHEMA: dict[str, Field] = {
     "bench.threads": Field(None, int_range(1, optional=True), "torch CPU threads (null = all cores)"),
     "bench.cuda": Field(True, is_bool, "also time CUDA when a GPU is present"),
     "bench.onnx": Field(False, is_bool, "also time ONNX Runtime CPU"),
+    "bench.compile": Field(False, is_bool, "also time torch.compile (inductor) on CPU"),
+    "bench.amp": Field(False, is_bool, "CUDA timing under float16 autocast"),
+    # search (optional NAS stage, elimnet.search) -----------------------------------
+    "search.trials": Field(20, int_range(1), "completed trials the study should hold (resumes count)"),
+    "search.minutes": Field(30.0, num_range(0.0, optional=True, lo_open=True),
+                            "wall-clock budget of one search run (null = trials only)"),
+    "search.epochs": Field(2, int_range(1), "training epochs per trial"),
+    "search.study": Field("elimnet-search", is_str(), "Optuna study name (same name = resume)"),
+    "search.storage": Field("sqlite:///optuna.db", is_str(), "Optuna RDB storage URL"),
     # tracking -----------------------------------------------------------------------
     "mlflow.tracking_uri": Field("sqlite:///mlflow.db", is_str(), "MLflow store (MLFLOW_TRACKING_URI wins)"),
     "mlflow.experiment": Field("elimnet", is_str(), "MLflow experiment name"),
@@ -279,6 +291,17 @@ def _cross_checks(v: dict[str, Any]) -> None:
     from elimnet.models import get_spec
 
     spec = get_spec(v["model.arch"])
+    # model.block picks an arch's block variant (simple_effnet + se -> simple_effnet_se); an
+    # explicit variant arch wins. Normalised here, once, so every stage sees the same arch.
+    variants = spec.meta.get("blocks")
+    if variants:
+        block = spec.meta["block"] if spec.meta["block"] != "standard" else v["model.block"]
+        v["model.arch"], v["model.block"] = variants[block], block
+        spec = get_spec(v["model.arch"])
+    elif v["model.block"] != "standard":
+        with_variants = [a for a in _archs() if get_spec(a).meta.get("blocks")]
+        raise ConfigError(f"model.block={v['model.block']}: must be standard for arch {spec.name} "
+                          f"(block variants exist for {', '.join(with_variants)})")
     if v["model.elim"] >= spec.num_stages:
         raise ConfigError(
             f"model.elim={v['model.elim']}: must be an integer in [0, {spec.num_stages - 1}] "

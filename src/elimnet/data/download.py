@@ -1,6 +1,9 @@
 """The one downloader: streaming with progress, Range resume, checksum, atomic rename, retries, cache.
 
     path = download(url, dest, sha256="9f...")   # or sha256_prefix="5c8d" (torchvision file names)
+    path = download(url, dest, md5="e793...")    # where a publisher pins only md5 (fastai, torchvision)
+    path = download_first([mirror1, mirror2], dest, md5=...)  # mirrors in order
+    ok, failed = download_many([(url, dest), ...], workers=8)   # many small files in parallel
 
 - A file already at `dest` whose checksum matches is reused: a second run downloads nothing.
 - Bytes stream into `dest.part`; after a dropped connection the next try sends
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -21,6 +25,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 CHUNK = 1 << 16
+# Every online data source passes this, so an offline user learns the way out in one line.
+OFFLINE_HINT = "No network? data.name=elpv runs offline (its images ship in a PyPI package)."
 
 
 class DownloadError(RuntimeError):
@@ -32,29 +38,41 @@ class ChecksumError(DownloadError):
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+    return file_digests(path)[0]
+
+
+def file_digests(path: str | Path, md5: bool = False) -> tuple[str, str | None]:
+    """(sha256, md5 or None) of a file, in one pass."""
+    h, m = hashlib.sha256(), (hashlib.md5(usedforsecurity=False) if md5 else None)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+            if m is not None:
+                m.update(block)
+    return h.hexdigest(), (m.hexdigest() if m is not None else None)
 
 
-def _matches(digest: str, sha256: str | None, sha256_prefix: str | None) -> bool:
+def _check(path: Path, sha256: str | None, sha256_prefix: str | None, md5: str | None) -> str | None:
+    """None when the file matches every given checksum, else 'expected ..., got ...'."""
+    if not (sha256 or sha256_prefix or md5):
+        return None
+    digest, md5_digest = file_digests(path, md5=bool(md5))
     if sha256 and digest != sha256.lower():
-        return False
+        return f"expected sha256 {sha256}, got {digest}"
     if sha256_prefix and not digest.startswith(sha256_prefix.lower()):
-        return False
-    return True
+        return f"expected sha256 {sha256_prefix}..., got {digest}"
+    if md5 and md5_digest != md5.lower():
+        return f"expected md5 {md5}, got {md5_digest}"
+    return None
 
 
 def download(url: str, dest: str | Path, *, sha256: str | None = None, sha256_prefix: str | None = None,
-             retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0, progress: bool = True,
-             offline_hint: str = "") -> Path:
+             md5: str | None = None, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0,
+             progress: bool = True, offline_hint: str = "") -> Path:
     """Fetch `url` to `dest` (see module doc). Returns `dest`."""
     dest = Path(dest)
     if dest.exists():
-        digest = sha256_file(dest)
-        if _matches(digest, sha256, sha256_prefix):
+        if _check(dest, sha256, sha256_prefix, md5) is None:
             return dest  # cached
         dest.unlink()  # stale or corrupt: fetch again
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +86,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, sha256_pr
             if e.code in (404, 403, 401, 410):  # won't get better by retrying
                 raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
             last_error = e
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:  # IncompleteRead
             last_error = e
         if attempt < retries:
             time.sleep(backoff_s * (2 ** attempt))
@@ -76,13 +94,50 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, sha256_pr
         hint = f" {offline_hint}" if offline_hint else ""
         reason = getattr(last_error, "reason", last_error)
         raise DownloadError(f"could not download {url} after {retries + 1} tries ({reason}).{hint}") from last_error
-    digest = sha256_file(part)
-    if not _matches(digest, sha256, sha256_prefix):
+    mismatch = _check(part, sha256, sha256_prefix, md5)
+    if mismatch:
         part.unlink(missing_ok=True)
-        expected = sha256 or f"{sha256_prefix}..."
-        raise ChecksumError(f"{url}: checksum mismatch: expected sha256 {expected}, got {digest}; file deleted")
+        raise ChecksumError(f"{url}: checksum mismatch: {mismatch}; file deleted")
     os.replace(part, dest)
     return dest
+
+
+def download_first(urls: list[str], dest: str | Path, **kwargs) -> Path:
+    """Try mirrors in order (a mirror that fails for good passes to the next); a checksum
+    mismatch stops at once, since another mirror serving different bytes is no better."""
+    last: DownloadError | None = None
+    for url in urls:
+        try:
+            return download(url, dest, **kwargs)
+        except ChecksumError:
+            raise
+        except DownloadError as e:
+            last = e
+    assert last is not None, "download_first needs at least one URL"
+    raise last
+
+
+def download_many(items: list[tuple[str, str | Path]], *, workers: int = 8, desc: str = "download",
+                  progress: bool = True, **kwargs) -> tuple[list[Path], dict[str, str]]:
+    """Fetch many (url, dest) pairs in a thread pool, each through `download` (cache, resume, retries).
+
+    Returns (paths that arrived, {url: error} for those that failed for good): one dead link among
+    thousands must not sink the rest; the caller decides what too many failures mean.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    ok: list[Path] = []
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=len(items), desc=desc, unit="file", disable=not progress, mininterval=1.0) as bar:
+        futures = {pool.submit(download, url, dest, progress=False, **kwargs): url for url, dest in items}
+        for fut in as_completed(futures):
+            try:
+                ok.append(fut.result())
+            except DownloadError as e:
+                failed[futures[fut]] = str(e)
+            bar.update(1)
+    return ok, failed
 
 
 def _fetch(url: str, part: Path, timeout_s: float, progress: bool) -> None:

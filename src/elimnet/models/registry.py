@@ -66,9 +66,20 @@ def get_spec(name: str) -> ArchSpec:
         raise ValueError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights") -> StagedNet:
-    """A 1000-class StagedNet for `name`: random init, or ImageNet weights when `pretrained`."""
+def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights",
+                 arch_args: dict | None = None) -> StagedNet:
+    """A 1000-class StagedNet for `name`: random init, or ImageNet weights when `pretrained`.
+
+    `arch_args` (saved in the model file) parametrise archs registered with meta arch_args=True,
+    e.g. the genome of a `searched_mbconv` found by the NAS search.
+    """
     spec = get_spec(name)
+    if arch_args:
+        if not spec.meta.get("arch_args"):
+            raise ValueError(f"arch {name} takes no arch_args (got {sorted(arch_args)})")
+        if pretrained:
+            raise ValueError(f"model.weights=imagenet: arch {name} with arch_args has no pretrained weights")
+        return spec.build(**arch_args)
     if not pretrained:
         return spec.build()
     if spec.load_pretrained is None:

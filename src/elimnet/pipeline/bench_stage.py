@@ -1,52 +1,165 @@
-"""benchmark: CPU (and CUDA when present) latency of baseline and candidate, interleaved."""
+"""benchmark: latency of baseline and candidate per backend and batch size, repeats interleaved.
+
+Backends (elimnet.bench.BACKENDS): eager PyTorch on CPU (threads fixed and recorded), eager CUDA
+(events, optional AMP) when a GPU is present, ONNX Runtime CPU (bench.onnx) and torch.compile on
+CPU (bench.compile). A backend that is off or unavailable is recorded as null with its reason in
+`unavailable`, never as zero. Schema of metrics/latency.json:
+
+    latency[backend][str(batch_size)][model] = {median_ms, p10_ms, p90_ms, mean_ms, cv, repeats,
+        images_per_s, gmacs_per_s, peak_mem_mb, reduction (vs the reference model, paired medians)}
+    latency["profile"][model] = {params, macs, layers, modules, image_size, file_bytes[, onnx_file_bytes]}
+"""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import platform
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm import tqdm
 
-from elimnet.bench.latency import cuda_available, measure_latency, paired_reduction
+from elimnet.bench import BACKENDS
+from elimnet.bench.latency import bench_input, cuda_available, paired_reduction, time_runners, torch_runner
+from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
+from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, onnxruntime_version, ort_runner, ort_session
 from elimnet.bench.profile import profile
 from elimnet.checkpoint import load_model
 from elimnet.config import Config
 from elimnet.io import write_json
 
+SCHEMA_VERSION = 2
 
-def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size: int,
-                     reference: str | None = "baseline") -> dict:
-    """Latency per device and batch size for several models, with reductions vs `reference`."""
-    threads = cfg["bench.threads"] or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    out: dict = {"image_size": image_size, "threads": threads, "torch": torch.__version__,
-                 "cpu": platform.processor() or platform.machine(),
-                 "profile": {n: profile(m, image_size) for n, m in models.items()}}
-    devices = ["cpu"] + (["cuda"] if cfg["bench.cuda"] and cuda_available() else [])
-    for dev in ("cpu", "cuda"):
-        if dev not in devices:
-            out[dev] = None  # unavailable, not zero
-            continue
-        per_bs = {}
-        for bs in cfg["bench.batch_sizes"]:
-            stats = measure_latency(models, bs, image_size, device=dev, warmup=cfg["bench.warmup"],
-                                    repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"], seed=cfg["seed"])
-            if reference in stats:
-                for name, s in stats.items():
-                    if name != reference:
-                        s["reduction"] = paired_reduction(stats[reference]["median_ms"], s["median_ms"])
-            per_bs[str(bs)] = stats
-        out[dev] = per_bs
-    if out["cuda"] is None:
-        out["cuda_unavailable_reason"] = "bench.cuda=false" if not cfg["bench.cuda"] else "no CUDA device"
+
+def unavailable_backends(cfg: Config) -> dict[str, str]:
+    """Backend -> why it is not measured (backends absent from the result are measured)."""
+    out = {}
+    if not cfg["bench.cuda"]:
+        out["cuda"] = "bench.cuda=false"
+    elif not cuda_available():
+        out["cuda"] = "no CUDA device"
+    if not cfg["bench.onnx"]:
+        out["onnx"] = "bench.onnx=false"
+    elif onnxruntime_version() is None:
+        out["onnx"] = "onnxruntime is not installed"
+    if not cfg["bench.compile"]:
+        out["compile"] = "bench.compile=false"
     return out
 
 
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    """Size of the model's weights as torch.save writes them (the model file size without a file)."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
+    return buf.tell()
+
+
+@contextlib.contextmanager
+def _backend(name: str, models: dict[str, torch.nn.Module], cfg: Config, image_size: int, threads: int,
+             workdir: Path, prof: dict):
+    """Yield make_runners(x) -> {model: runner} for one backend; restore the models afterwards."""
+    if name in ("cpu", "compile"):
+        fmt = torch.channels_last
+        ready = {n: m.eval().to(memory_format=fmt) for n, m in models.items()}
+        if name == "compile":
+            ready = {n: torch.compile(m) for n, m in ready.items()}
+        try:
+            yield lambda x: {n: torch_runner(m, x.contiguous(memory_format=fmt)) for n, m in ready.items()}
+        finally:
+            for m in models.values():
+                m.to(memory_format=torch.contiguous_format)
+    elif name == "cuda":
+        ready = {n: m.eval().to("cuda") for n, m in models.items()}
+        try:
+            yield lambda x: {n: torch_runner(m, x.to("cuda"), amp=cfg["bench.amp"]) for n, m in ready.items()}
+        finally:
+            for m in models.values():
+                m.to("cpu")
+            torch.cuda.empty_cache()
+    elif name == "onnx":
+        sessions = {}
+        for n, m in models.items():
+            path = export_onnx(m, workdir / f"{n}.onnx", image_size)
+            prof[n]["onnx_file_bytes"] = onnx_file_bytes(path)
+            sessions[n] = ort_session(path, threads)
+        yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+    else:
+        raise ValueError(f"backend={name}: must be one of {', '.join(BACKENDS)}")
+
+
+def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size: int,
+                     reference: str | None = "baseline", file_bytes: dict[str, int] | None = None,
+                     progress: bool = True) -> dict:
+    """Latency per backend and batch size for several models, with reductions vs `reference`."""
+    threads = cfg["bench.threads"] or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    batch_sizes = cfg["bench.batch_sizes"]
+    unavailable = unavailable_backends(cfg)
+    file_bytes = file_bytes or {}
+    prof = {n: {**profile(m, image_size), "file_bytes": file_bytes[n] if n in file_bytes else state_dict_bytes(m)}
+            for n, m in models.items()}
+    out: dict = {"schema": SCHEMA_VERSION, "image_size": image_size, "threads": threads, "torch": torch.__version__,
+                 "onnxruntime": onnxruntime_version(), "processor": platform.processor() or platform.machine(),
+                 "reference": reference, "batch_sizes": batch_sizes, "amp": cfg["bench.amp"],
+                 "backends": [b for b in BACKENDS if b not in unavailable], "profile": prof}
+    todo = [(b, bs) for b in out["backends"] for bs in batch_sizes]
+    bar = tqdm(total=len(todo), desc="benchmark", unit="run", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="elimnet-bench-") as tmp:
+        for backend in BACKENDS:
+            if backend in unavailable:
+                out[backend] = None
+                continue
+            device = "cuda" if backend == "cuda" else "cpu"
+            per_bs: dict = {}
+            try:
+                with _backend(backend, models, cfg, image_size, threads, Path(tmp), prof) as make_runners:
+                    for bs in batch_sizes:
+                        bar.set_postfix_str(f"{backend} bs={bs}")
+                        runners = make_runners(bench_input(bs, image_size, cfg["seed"]))
+                        stats = time_runners(runners, bs, device=device, warmup=cfg["bench.warmup"],
+                                             repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"])
+                        _add_derived(stats, runners, prof, bs, backend, device, reference)
+                        per_bs[str(bs)] = stats
+                        bar.update(1)
+            except Exception as e:  # noqa: BLE001 - optional backends (compile, onnx) must not sink the stage
+                if backend == "cpu":
+                    raise
+                unavailable[backend] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                out["backends"].remove(backend)
+                per_bs = None
+            out[backend] = per_bs
+    bar.close()
+    out["unavailable"] = unavailable
+    if "cuda" in unavailable:
+        out["cuda_unavailable_reason"] = unavailable["cuda"]  # schema 1 readers
+    out["max_rss_mb"] = max_rss_bytes() / 2**20
+    return out
+
+
+def _add_derived(stats: dict, runners: dict[str, Callable], prof: dict, bs: int, backend: str, device: str,
+                 reference: str | None) -> None:
+    for name, s in stats.items():
+        med_s = s["median_ms"] / 1000.0
+        s["gmacs_per_s"] = prof[name]["macs"] * bs / med_s / 1e9 if med_s > 0 else None
+        # Allocator-level peaks exist for eager PyTorch only (ONNX Runtime and compiled graphs manage their own).
+        peak = peak_forward_bytes(runners[name], device) if backend in ("cpu", "cuda") else None
+        s["peak_mem_mb"] = peak / 2**20 if peak is not None else None
+    if reference in stats:
+        for name, s in stats.items():
+            if name != reference:
+                s["reduction"] = paired_reduction(stats[reference]["median_ms"], s["median_ms"])
+
+
 def run_benchmark(cfg: Config, baseline: str | Path, candidate: str | Path, out: str | Path) -> dict:
-    models, size = {}, None
+    models, size, sizes = {}, None, {}
     for name, path in (("baseline", baseline), ("candidate", candidate)):
         model, config = load_model(path)
         models[name] = model.eval()
+        sizes[name] = os.path.getsize(path)
         size = config.get("image_size", cfg["data.image_size"])
-    result = benchmark_models(models, cfg, size)
+    result = benchmark_models(models, cfg, size, file_bytes=sizes)
     write_json(out, result)
     return result

@@ -29,12 +29,13 @@ def params_from(args: argparse.Namespace) -> Config:
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage; expected failures print one line `error: ...` and exit 2."""
+    from elimnet.data.download import DownloadError
     from elimnet.data.prepare import DataError
 
     try:
         main(argv)
         return 0
-    except (ConfigError, DataError, StageError, FileNotFoundError) as e:
+    except (ConfigError, DataError, DownloadError, StageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

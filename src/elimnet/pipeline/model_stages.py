@@ -8,6 +8,7 @@ import torch
 from elimnet.bench.profile import profile
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress import CompressContext, plan_and_apply
+from elimnet.compress.layerprune import importance_file
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta
 from elimnet.data.tensors import TensorSplit
@@ -79,6 +80,10 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     config = model_config(arch, steps=[{"name": s["name"], "spec": s["spec"]} for s in steps],
                           weights=base_conf.get("weights", "imagenet"), num_classes=len(meta["classes"]),
                           classes=meta["classes"], image_size=size)
+    if base_conf.get("arch_args"):  # a searched genome (elimnet.search) is part of the architecture
+        config["arch_args"] = base_conf["arch_args"]
     save_model(out, candidate, config)
     write_json(structure_path, structure)
+    # Always written (empty candidates when LayerPrune is off) so the DVC output exists.
+    write_json(Path(structure_path).with_name("layer_importance.json"), importance_file(steps))
     return structure

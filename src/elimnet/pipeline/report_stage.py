@@ -5,6 +5,7 @@ import csv
 import os
 from pathlib import Path
 
+from elimnet.bench import BACKENDS
 from elimnet.config import Config
 from elimnet.io import atomic_path, read_json, write_json
 from elimnet.track import git_commit, log_run, tracking_uri
@@ -24,7 +25,7 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
         row = {"params": p["params"], "macs": p["macs"], "layers": p["layers"],
                **{k: v for k, v in train[role].items() if k.startswith(("train_", "val_"))},
                **{k: evals[role][k] for k in ("test_loss", "test_acc", "test_macro_f1")}}
-        for dev in ("cpu", "cuda"):
+        for dev in BACKENDS:  # cpu, cuda, onnx, compile; unmeasured ones are null
             for bs, stats in (latency.get(dev) or {}).items():
                 row[f"latency_{dev}_bs{bs}_ms"] = stats[role]["median_ms"]
         rows[role] = row
@@ -32,7 +33,7 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
     ratios = {"params": c["params"] / b["params"], "macs": c["macs"] / b["macs"], "layers": c["layers"] / b["layers"],
               "test_macro_f1_delta": c["test_macro_f1"] - b["test_macro_f1"],
               "test_acc_delta": c["test_acc"] - b["test_acc"]}
-    for dev in ("cpu", "cuda"):
+    for dev in BACKENDS:  # cpu, cuda, onnx, compile; unmeasured ones are null
         for bs, stats in (latency.get(dev) or {}).items():
             ratios[f"latency_reduction_{dev}_bs{bs}"] = stats["candidate"]["reduction"]
     return {"arch": structure["arch"], "weights": structure["weights"], "removed_stages": structure["removed_stages"],
@@ -61,7 +62,8 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path: str | Path) -> dict:
+def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path: str | Path,
+               model_path: str | Path | None = None) -> dict:
     m = Path(metrics_dir)
     structure, latency = read_json(m / "structure.json"), read_json(m / "latency.json")
     train = {r: read_json(m / r / "train.json") for r in ROLES}
@@ -77,10 +79,26 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
                    "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)}}
         artifacts = [out, plot_path, m / "structure.json", m / "latency.json", m / "data.json",
                      *(m / r / f for r in ROLES for f in ("eval.json", "history.csv", "predictions.csv"))]
+        import matplotlib.pyplot as plt
+
+        from elimnet.report.figures import confusion_figure
+
+        # The finetuned candidate goes to MLflow as a model; the DVC-tracked file stays the source of truth.
+        model = None
+        if model_path:
+            from elimnet.checkpoint import load_model
+
+            model = load_model(model_path)[0]
+        size = structure.get("image_size", cfg["data.image_size"])
+        figures = {f"confusion_{r}.png": confusion_figure(evals[r]["confusion"], evals[r]["classes"],
+                                                          f"{r}: test confusion")
+                   for r in ROLES if "confusion" in evals[r] and "classes" in evals[r]}
         tags = {"git_commit": git_commit(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
                 "arch": summary["arch"], "method": "+".join(summary["steps"]) or "full"}
         summary["mlflow_run_id"] = log_run(uri=tracking_uri(cfg), experiment=cfg["mlflow.experiment"],
                                            run_name=run_name, params=params, metrics=metrics,
-                                           history={f"{r}": histories[r] for r in ROLES}, artifacts=artifacts,
-                                           tags=tags)
+                                           history={f"{r}.curve": histories[r] for r in ROLES}, artifacts=artifacts,
+                                           tags=tags, model=model, input_shape=(1, 3, size, size), figures=figures)
+        for fig in figures.values():
+            plt.close(fig)
     return summary

@@ -38,10 +38,38 @@ def _flat_metrics(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
+    """Log `model` to run `run_id` with mlflow.pytorch and a signature; return the model URI."""
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        y = model(torch.zeros(*input_shape))
+    # Tensor signature with an open batch dimension: a served model takes any number of images.
+    f32 = np.dtype(np.float32)
+    signature = ModelSignature(inputs=Schema([TensorSpec(f32, (-1, *input_shape[1:]))]),
+                               outputs=Schema([TensorSpec(f32, (-1, *y.shape[1:]))]))
+    with mlflow.start_run(run_id=run_id):
+        # Explicit requirements skip MLflow's slow import-tracing inference.
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return info.model_uri
+
+
 def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any], metrics: dict,
             history: dict[str, list[dict]] | None = None, artifacts: list[str | Path] = (),
-            tags: dict[str, str] | None = None) -> str | None:
-    """Create one run; return its id, or None (with one warning) if MLflow is unavailable."""
+            tags: dict[str, str] | None = None, model=None, input_shape: tuple[int, ...] | None = None,
+            figures: dict[str, Any] | None = None) -> str | None:
+    """Create one run; return its id, or None (with one warning) if MLflow is unavailable.
+
+    `model` (a torch module) is logged with mlflow.pytorch under the name "model", with a tensor
+    signature inferred from one forward pass on a batch of `input_shape` (batch dim left open);
+    `figures` are matplotlib figures logged as PNG artifacts under their file names.
+    """
     try:
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -69,6 +97,13 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
             p = Path(path)
             if p.is_file():
                 client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
+        for fname, fig in (figures or {}).items():
+            client.log_figure(rid, fig, fname)
+        if model is not None:
+            try:
+                log_torch_model(rid, model, input_shape)
+            except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
+                warnings.warn(f"MLflow model logging failed: {type(e).__name__}: {e}", stacklevel=2)
         client.set_terminated(rid)
         return rid
     except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline

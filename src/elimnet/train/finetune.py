@@ -80,6 +80,47 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * progress))
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               recipe: TrainRecipe, teacher: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (plain CE, or distillation when a teacher and kd_alpha > 0)."""
+    logits = model(x)
+    if teacher is not None and recipe.kd_alpha > 0:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        loss = distillation_loss(logits, t_logits, y, alpha=recipe.kd_alpha, temperature=recipe.kd_temperature,
+                                 label_smoothing=recipe.label_smoothing)
+    else:
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: TensorSplit, recipe: TrainRecipe,
+                normalize: Normalizer, gen: torch.Generator, *, teacher: torch.nn.Module | None = None,
+                device: torch.device | str = "cpu", drop_last: bool = True, start_step: int = 0,
+                lr_fn=None, on_step=None) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
+    """One pass over the in-memory split; returns (loss sum, predictions, labels, next step)."""
+    model.train()
+    loss_sum, preds, ys, step = 0.0, [], [], start_step
+    for x, y in iterate_batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
+                                hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if lr_fn is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr_fn(step)
+        loss, logits = train_step(model, opt, x, y, recipe, teacher)
+        step += 1
+        loss_value = float(loss)
+        loss_sum += loss_value * len(y)
+        preds.append(logits.argmax(1).cpu())
+        ys.append(y.cpu())
+        if on_step is not None:
+            on_step(loss_value)
+    return loss_sum, preds, ys, step
+
+
 def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recipe: TrainRecipe, *,
              mean, std, num_classes: int, teacher: torch.nn.Module | None = None,
              device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune") -> TrainResult:
@@ -106,30 +147,13 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     best_f1, best_epoch, best_state, step = -1.0, 0, None, 0
     bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, mininterval=1.0)
     for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        loss_sum, preds, ys = 0.0, [], []
-        for x, y in iterate_batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
-                                    hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, warmup, recipe.lr)
-            logits = model(x)
-            if teacher is not None and recipe.kd_alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                loss = distillation_loss(logits, t_logits, y, alpha=recipe.kd_alpha,
-                                         temperature=recipe.kd_temperature, label_smoothing=recipe.label_smoothing)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_sum += float(loss.detach()) * len(y)
-            preds.append(logits.detach().argmax(1).cpu())
-            ys.append(y.cpu())
+        def on_step(loss: float, epoch=epoch) -> None:
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
+
+        loss_sum, preds, ys, step = train_epoch(model, opt, train, recipe, normalize, gen, teacher=teacher,
+                                                device=device, drop_last=drop_last, start_step=step,
+                                                lr_fn=lambda i: lr_at(i, total, warmup, recipe.lr), on_step=on_step)
         y_all, p_all = torch.cat(ys).numpy(), torch.cat(preds).numpy()
         train_m = classification_metrics(y_all, p_all, num_classes)
         val_m = evaluate(model, val, normalize, recipe.eval_batch_size, num_classes, device)

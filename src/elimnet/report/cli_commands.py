@@ -1,0 +1,133 @@
+"""`elimnet bench` and `elimnet compare` (registered by elimnet.cli; heavy imports stay inside)."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from elimnet.config import ConfigError, load_params
+
+BENCH_HELP = "latency, throughput, memory and size of the full model and the candidate the params describe"
+COMPARE_HELP = "comparison table (Markdown, CSV) and Pareto plot over DVC experiments or MLflow runs"
+
+
+def _params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, as in `dvc exp run -S` (repeatable)")
+    p.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
+
+
+# ----------------------------------------------------------------------------- bench
+def bench_args(p: argparse.ArgumentParser) -> None:
+    _params_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size (default: the prepared data's classes, else 1000)")
+    p.add_argument("--out", default=None, help="also write the result (metrics/latency.json schema) here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_bench(cfg, num_classes: int, progress: bool = False) -> dict:
+    """Build full and candidate from params (random init, no download) and benchmark them."""
+    import torch
+
+    from elimnet.models import create_model
+    from elimnet.pipeline.bench_stage import benchmark_models
+    from elimnet.pipeline.model_stages import build_candidate
+
+    torch.manual_seed(cfg["seed"])
+    base = create_model(cfg["model.arch"], pretrained=False)
+    candidate, steps, full = build_candidate(cfg, base, num_classes, data_dir=None)
+    result = benchmark_models({"full": full.eval(), "candidate": candidate.eval()}, cfg, cfg["data.image_size"],
+                              reference="full", progress=progress)
+    result.update(arch=cfg["model.arch"], num_classes=num_classes,
+                  steps=[{"name": s["name"], **s["spec"]} for s in steps if s["name"] != "classifier"])
+    return result
+
+
+def format_bench(r: dict) -> str:
+    """A timm-benchmark-like table: one line per backend, batch size and model."""
+    lines = [f"{r.get('arch', '')} {r['image_size']}px, {r['threads']} threads, torch {r['torch']}"
+             + (f", onnxruntime {r['onnxruntime']}" if r.get("onnxruntime") else "")]
+    prof = r["profile"]
+    for name, p in prof.items():
+        lines.append(f"  {name:10} params {p['params'] / 1e6:8.3f} M  GMACs {p['macs'] / 1e9:7.3f}  "
+                     f"layers {p['layers']:4d}  file {p['file_bytes'] / 2**20:7.2f} MiB")
+    head = (f"{'backend':8}{'bs':>5} {'model':10}{'samples/s':>11}{'ms/step':>10}{'p10-p90 ms':>17}{'cv':>7}"
+            f"{'GMAC/s':>8}{'peak MiB':>10}{'faster':>8}")
+    lines += [head, "-" * len(head)]
+    for backend in r["backends"]:
+        for bs, per in (r.get(backend) or {}).items():
+            for name, s in per.items():
+                peak = f"{s['peak_mem_mb']:10.1f}" if s.get("peak_mem_mb") is not None else f"{'–':>10}"
+                red = f"{s['reduction']:+8.1%}" if "reduction" in s else f"{'':8}"
+                span = f"{s['p10_ms']:.2f}-{s['p90_ms']:.2f}"
+                lines.append(f"{backend:8}{bs:>5} {name:10}{s['images_per_s']:11.1f}{s['median_ms']:10.2f}"
+                             f"{span:>17}{s['cv']:7.1%}{s['gmacs_per_s']:8.2f}{peak}{red}")
+    for backend, why in r.get("unavailable", {}).items():
+        lines.append(f"{backend}: not measured ({why})")
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    from elimnet.cli import default_num_classes
+    from elimnet.io import write_json
+
+    cfg = load_params(args.params, args.overrides)
+    n = args.num_classes if args.num_classes is not None else default_num_classes()
+    if n < 2:
+        raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
+    r = run_bench(cfg, n, progress=not (args.no_progress or args.json))
+    if args.out:
+        write_json(args.out, r)
+    print(json.dumps(r, indent=2) if args.json else format_bench(r))
+    return 0
+
+
+# ----------------------------------------------------------------------------- compare
+def compare_args(p: argparse.ArgumentParser) -> None:
+    _params_args(p)
+    p.add_argument("--source", choices=["dvc", "mlflow"], default="dvc",
+                   help="dvc: `dvc exp show --json` in --repo; mlflow: runs of mlflow.experiment at "
+                        "mlflow.tracking_uri (MLFLOW_TRACKING_URI wins)")
+    p.add_argument("--repo", default=".", help="DVC repository (source=dvc)")
+    p.add_argument("--exp-show-json", default=None, metavar="FILE",
+                   help="read a saved `dvc exp show --json` instead of running it")
+    p.add_argument("--all-commits", action="store_true", help="experiments of all commits (dvc exp show -A)")
+    p.add_argument("--out-dir", default="reports", help="where compare.md/.csv, pareto.png/.json go")
+    p.add_argument("--x", default="cpu:1", metavar="BACKEND:BS",
+                   help="Pareto latency axis, a backend and batch size (default cpu:1)")
+    p.add_argument("--y", default="test_macro_f1", help="Pareto quality axis (default test_macro_f1)")
+
+
+def cmd_compare(args) -> int:
+    from elimnet.report.compare import QUALITY, write_comparison
+    from elimnet.report.records import dvc_exp_show, records_from_dvc, records_from_mlflow
+
+    m = re.fullmatch(r"([a-z]+):(\d+)", args.x)
+    if not m:
+        raise ValueError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
+    if args.y not in QUALITY:
+        raise ValueError(f"--y={args.y}: must be one of {', '.join(QUALITY)}")
+    x = f"latency_{m[1]}_bs{m[2]}_ms"
+    if args.source == "mlflow":
+        from elimnet.track import tracking_uri
+
+        cfg = load_params(args.params, args.overrides)
+        records, skipped = records_from_mlflow(tracking_uri(cfg), cfg["mlflow.experiment"])
+    else:
+        show = (json.loads(Path(args.exp_show_json).read_text()) if args.exp_show_json
+                else dvc_exp_show(args.repo, ["-A"] if args.all_commits else []))
+        records, skipped = records_from_dvc(show)
+    if not records:
+        raise ValueError(f"source={args.source}: no finished experiment with metrics/summary.json "
+                         f"(run `dvc exp run` first)")
+    res = write_comparison(records, args.out_dir, x, args.y)
+    print(Path(res["files"][0]).read_text(), end="")
+    print(f"{len(records)} experiments, {len(res['rows'])} rows, Pareto front: "
+          + ", ".join(res["rows"][i]["name"] for i in res["front"]))
+    if skipped:
+        print(f"skipped (no metrics/summary.json): {', '.join(skipped)}")
+    print("wrote " + ", ".join(res["files"]))
+    return 0

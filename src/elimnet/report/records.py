@@ -1,0 +1,116 @@
+"""Experiment records from `dvc exp show --json` (DVC 3.x) or from an MLflow experiment.
+
+A record is one finished experiment: its flat params and its metrics/summary.json (the report
+stage's output), from which the comparison rows are built.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import yaml
+
+SUMMARY = "metrics/summary.json"
+
+
+@dataclass
+class ExpRecord:
+    name: str
+    params: dict[str, Any]  # dotted keys, as in config.flatten
+    summary: dict[str, Any]  # metrics/summary.json: arch, weights, steps, baseline, candidate, ratios
+    source: str = ""  # "dvc:<rev>" or "mlflow:<run id>"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- DVC
+def _dvc_entries(show: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(name, data) of every experiment, then every commit, then the workspace."""
+    commits, workspace = [], []
+    for entry in show:
+        if entry.get("rev") == "workspace":
+            workspace.append(("workspace", entry))
+            continue
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:  # DVC 3: one rev per experiment, newest first
+                yield rev.get("name") or exp.get("name") or rev.get("rev", "")[:7], rev
+                break
+        commits.append((entry.get("name") or entry.get("rev", "")[:7], entry))
+    yield from commits
+    yield from workspace
+
+
+def records_from_dvc(show: list[dict], summary_path: str = SUMMARY) -> tuple[list[ExpRecord], list[str]]:
+    """Parse DVC 3.x `exp show --json`; return (records, names skipped for lacking a summary)."""
+    from elimnet.config import flatten
+
+    if not isinstance(show, list):
+        raise ValueError("dvc exp show --json: expected a list of commits (DVC 3.x format)")
+    records, skipped, seen = [], [], []
+    for name, entry in _dvc_entries(show):
+        data = entry.get("data") or {}
+        summary = ((data.get("metrics") or {}).get(summary_path) or {}).get("data")
+        if entry.get("error") or not isinstance(summary, dict) or "candidate" not in summary:
+            skipped.append(name)
+            continue
+        params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+        key = json.dumps([params, summary], sort_keys=True, default=str)
+        if key in seen:  # the workspace and a commit usually repeat an experiment
+            continue
+        seen.append(key)
+        records.append(ExpRecord(name, params, summary, source=f"dvc:{data.get('rev', entry.get('rev'))}"))
+    return records, skipped
+
+
+def dvc_exp_show(repo: str = ".", extra_args: list[str] = ()) -> list[dict]:
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *extra_args]
+    res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"source=dvc: `{' '.join(cmd[2:])}` failed in {repo}: {last}")
+    return json.loads(res.stdout)
+
+
+# ----------------------------------------------------------------------------- MLflow
+def _typed(v: str) -> Any:
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+def _unflatten_metrics(metrics: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        head, _, rest = k.partition(".")
+        if head in ("baseline", "candidate", "ratios") and rest and "." not in rest:
+            out.setdefault(head, {})[rest] = v
+    return out
+
+
+def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], list[str]]:
+    """One record per finished run of `experiment` (the report stage logs one run per experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"mlflow.experiment={experiment}: no such experiment at {uri}")
+    records, skipped = [], []
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              max_results=5000, order_by=["attributes.start_time ASC"])
+    for run in runs:
+        tags = dict(run.data.tags)
+        name = tags.get("dvc_exp_name") or run.info.run_name or run.info.run_id[:8]
+        summary = _unflatten_metrics(run.data.metrics)
+        if "candidate" not in summary or "baseline" not in summary:
+            skipped.append(name)
+            continue
+        params = {k: _typed(v) for k, v in run.data.params.items()}
+        method = tags.get("method", "")
+        summary.update(arch=tags.get("arch") or params.get("model.arch"), weights=params.get("model.weights"),
+                       steps=[] if method in ("", "full") else method.split("+"))
+        records.append(ExpRecord(name, params, summary, source=f"mlflow:{run.info.run_id}", tags=tags))
+    return records, skipped

@@ -1,0 +1,153 @@
+"""Benchmark: interleaving and budgets, the latency.json schema, memory peaks, ONNX Runtime parity, `elimnet bench`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from elimnet.bench import BACKENDS
+from elimnet.bench.latency import time_runners
+from elimnet.bench.memory import peak_forward_bytes
+from elimnet.config import load_params
+from elimnet.pipeline.bench_stage import SCHEMA_VERSION, benchmark_models
+
+STAT_KEYS = {"median_ms", "p10_ms", "p90_ms", "mean_ms", "cv", "repeats", "images_per_s", "gmacs_per_s",
+             "peak_mem_mb"}
+
+
+def cfg_for(tmp_path, *overrides):
+    return load_params(tmp_path / "none.yaml", ["bench.warmup=1", "bench.repeats=4", "bench.budget_s=0.05",
+                                                "bench.threads=1", *overrides])
+
+
+def tiny_net(width: int = 8) -> nn.Module:
+    # conv 3->width at 16x16 (27*width MACs per pixel), ReLU (not in place), pool, linear width->4
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(width, 4)).eval()
+
+
+def test_time_runners_interleaves_and_respects_count_and_time_budgets():
+    log = []
+    runners = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
+    res = time_runners(runners, 2, warmup=2, repeats=5, budget_s=60)
+    assert log[:4] == ["a", "a", "b", "b"]  # warm-up, per model
+    assert log[4:] == ["a", "b"] * 5  # then strictly alternating rounds
+    assert res["a"]["repeats"] == res["b"]["repeats"] == 5
+    log.clear()
+    res = time_runners(runners, 2, warmup=0, repeats=1000, budget_s=1e-9)
+    assert res["a"]["repeats"] == 3  # time budget spent at once: the minimum rounds only
+    s = res["a"]
+    assert s["p10_ms"] <= s["median_ms"] <= s["p90_ms"] and s["cv"] >= 0
+
+
+def test_peak_forward_bytes_counts_live_activations_not_weights():
+    net = tiny_net(8)
+    for bs in (1, 3):
+        x = torch.randn(bs, 3, 16, 16)
+        # conv output and ReLU output are alive together: 2 * bs*8*16*16 float32
+        assert peak_forward_bytes(lambda: net(x)) == 2 * bs * 8 * 16 * 16 * 4
+
+
+def test_benchmark_result_schema_and_derived_figures(tmp_path):
+    cfg = cfg_for(tmp_path, "bench.batch_sizes=[1,2]", "bench.onnx=true", "bench.cuda=true")
+    torch.manual_seed(0)
+    models = {"baseline": tiny_net(16), "candidate": tiny_net(8)}
+    r = benchmark_models(models, cfg, 16, reference="baseline", progress=False)
+    assert r["schema"] == SCHEMA_VERSION and r["threads"] == 1 and r["image_size"] == 16
+    assert r["backends"] == (["cpu", "cuda", "onnx"] if torch.cuda.is_available() else ["cpu", "onnx"])
+    assert set(BACKENDS) <= set(r)
+    assert r["compile"] is None and r["unavailable"]["compile"] == "bench.compile=false"
+    if not torch.cuda.is_available():
+        assert r["cuda"] is None and r["unavailable"]["cuda"] == "no CUDA device"
+    p = r["profile"]
+    assert p["candidate"]["macs"] == 16 * 16 * 8 * 27 + 8 * 4 and p["baseline"]["macs"] == 16 * 16 * 16 * 27 + 16 * 4
+    assert p["candidate"]["params"] == 8 * 27 + 8 * 4 + 4
+    assert 0 < p["candidate"]["file_bytes"] < p["baseline"]["file_bytes"]
+    assert p["candidate"]["onnx_file_bytes"] > 0
+    for backend in r["backends"]:
+        assert set(r[backend]) == {"1", "2"}
+        for bs, per in r[backend].items():
+            b, c = per["baseline"], per["candidate"]
+            assert STAT_KEYS <= set(c) and "reduction" not in b
+            assert 3 <= c["repeats"] <= 4 and b["repeats"] == c["repeats"]  # interleaved: same rounds
+            assert c["reduction"] == pytest.approx(1 - c["median_ms"] / b["median_ms"])
+            assert c["images_per_s"] == pytest.approx(int(bs) * 1000 / c["median_ms"])
+            assert c["gmacs_per_s"] == pytest.approx(p["candidate"]["macs"] * int(bs) / c["median_ms"] / 1e6)
+            if backend == "cpu":
+                assert c["peak_mem_mb"] * 2**20 == 2 * int(bs) * 8 * 16 * 16 * 4
+            else:
+                assert c["peak_mem_mb"] is None
+
+
+def test_benchmark_records_failed_optional_backend_instead_of_crashing(tmp_path, monkeypatch):
+    import elimnet.pipeline.bench_stage as bs
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter exploded\nsecond line")
+    monkeypatch.setattr(bs, "export_onnx", broken)
+    r = benchmark_models({"baseline": tiny_net(4), "candidate": tiny_net(4)},
+                         cfg_for(tmp_path, "bench.batch_sizes=[1]", "bench.onnx=true"), 16, progress=False)
+    assert r["onnx"] is None and "onnx" not in r["backends"] and r["cpu"]["1"]["candidate"]["repeats"] >= 3
+    assert r["unavailable"]["onnx"] == "failed: RuntimeError: exporter exploded"
+
+
+def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random-init BN statistics make every image give the same logits; spread them so parity means something."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def test_onnxruntime_matches_pytorch_for_an_elim_model(tmp_path):
+    from elimnet.bench.onnx_bench import export_onnx, ort_run, ort_session
+    from elimnet.models import create_model
+    from elimnet.pipeline.model_stages import build_candidate
+
+    cfg = load_params(tmp_path / "none.yaml", ["model.arch=resnet18", "model.weights=none", "model.elim=2",
+                                               "data.image_size=32"])
+    torch.manual_seed(0)
+    cand, _, full = build_candidate(cfg, create_model("resnet18", pretrained=False), 5)
+    assert len(cand.stages) == len(full.stages) - 2  # really the compressed model
+    cand = _random_bn(cand)
+    path = export_onnx(cand, tmp_path / "cand.onnx", 32)
+    sess = ort_session(path, threads=1)
+    for bs in (1, 3):  # the batch dimension is dynamic
+        x = torch.randn(bs, 3, 32, 32, generator=torch.Generator().manual_seed(bs))
+        with torch.no_grad():
+            ref = cand(x).numpy()
+        out = ort_run(sess, x.numpy())
+        assert out.shape == (bs, 5)
+        assert np.abs(ref).max() > 1e-2 and (bs == 1 or ref.std(axis=0).max() > 1e-3)  # logits differ per image
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
+    from elimnet.cli import main
+    from elimnet.io import read_json
+
+    out = tmp_path / "lat.json"
+    rc = main(["bench", "--params", str(tmp_path / "none.yaml"), "-S", "model.arch=resnet18", "-S", "model.elim=3",
+               "-S", "model.weights=none", "-S", "data.image_size=32", "-S", "bench.batch_sizes=[1,2]",
+               "-S", "bench.repeats=3", "-S", "bench.warmup=0", "-S", "bench.budget_s=0.01", "-S", "bench.threads=1",
+               "--num-classes", "3", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "samples/s" in text and "ms/step" in text and "GMAC/s" in text
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("cpu ")]
+    assert [(ln[1], ln[2]) for ln in lines] == [("1", "full"), ("1", "candidate"), ("2", "full"), ("2", "candidate")]
+    r = read_json(out)
+    assert r["reference"] == "full" and r["arch"] == "resnet18" and r["steps"][0]["name"] == "elim"
+    assert r["profile"]["candidate"]["params"] < r["profile"]["full"]["params"]
+    assert "reduction" in r["cpu"]["1"]["candidate"] and "reduction" not in r["cpu"]["1"]["full"]
+
+
+def test_bench_command_rejects_bad_param(tmp_path, capsys):
+    from elimnet.cli import main
+
+    assert main(["bench", "--params", str(tmp_path / "none.yaml"), "-S", "bench.batch_sizes=[0]"]) == 2
+    assert "bench.batch_sizes=[0]: must be a non-empty list of integers >= 1" in capsys.readouterr().err

@@ -1,0 +1,162 @@
+"""`elimnet compare`: experiment records -> table rows, Pareto front, Markdown/CSV/PNG/dvc-plots files."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+
+import pytest
+
+from elimnet.config import defaults
+from elimnet.report.compare import (comparison_rows, mark_pareto, method_label, pareto_front, to_markdown,
+                                    write_comparison)
+from elimnet.report.records import ExpRecord, records_from_dvc
+
+
+def params(**over):
+    p = defaults().flat()
+    p.update({"model.arch": "resnet18", "data.image_size": 64, **over})
+    return p
+
+
+def row(params_, latency, f1, **extra):
+    r = {"params": params_, "macs": params_ * 10, "layers": params_ // 1000,
+         "latency_cpu_bs1_ms": latency, "latency_cpu_bs64_ms": latency * 30,
+         **{f"{s}_{m}": 0.5 for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1")}}
+    r.update(test_macro_f1=f1, **extra)
+    return r
+
+
+def summary(base_lat, cand, steps=("elim",), weights="imagenet"):
+    b = row(11_000_000, base_lat, 0.80)
+    return {"arch": "resnet18", "weights": weights, "steps": list(steps), "removed_stages": [], "cuda": False,
+            "baseline": b, "candidate": cand,
+            "ratios": {"latency_reduction_cpu_bs1": 1 - cand["latency_cpu_bs1_ms"] / base_lat,
+                       "latency_reduction_cpu_bs64": 1 - cand["latency_cpu_bs64_ms"] / (base_lat * 30)}}
+
+
+def two_records():
+    elim = ExpRecord("exp-elim2", params(**{"model.elim": 2}),
+                     summary(10.0, row(2_000_000, 5.0, 0.78)), source="dvc:aaa")
+    prune = ExpRecord("exp-prune3", params(**{"model.elim": 0, "model.prune.k": 3}),
+                      summary(12.0, row(8_000_000, 9.0, 0.82), steps=("layerprune",)), source="dvc:bbb")
+    return [elim, prune]
+
+
+def test_rows_from_two_experiments_share_one_full_model_row():
+    rows = comparison_rows(two_records())
+    assert [r["name"] for r in rows] == ["full resnet18", "Elim 2", "LayerPrune k=3 (l1)"]
+    full, elim, prune = rows
+    assert full["role"] == "full" and full["params"] == 11_000_000 and full["test_macro_f1"] == 0.80
+    assert full["latency_cpu_bs1_ms"] == 11.0  # median of the baseline's timings in both experiments
+    assert elim["params"] == 2_000_000 and elim["latency_cpu_bs1_ms"] == 5.0 and elim["experiment"] == "exp-elim2"
+    assert elim["reduction_cpu_bs1"] == pytest.approx(0.5) and prune["reduction_cpu_bs1"] == pytest.approx(0.25)
+    assert "reduction_cpu_bs1" not in full
+    for key in ("train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "val_macro_f1"):
+        assert elim[key] == 0.5
+
+
+def test_different_recipes_or_weights_give_separate_full_rows():
+    a, b = two_records()
+    b.params["train.epochs"] = 1
+    c = ExpRecord("empty", params(**{"model.weights": "none", "model.elim": 1}),
+                  summary(10.0, row(3_000_000, 6.0, 0.4), weights="none"))
+    names = [r["name"] for r in comparison_rows([a, b, c])]
+    assert names.count("full resnet18") == 2 and "full resnet18 (empty)" in names and "empty Elim 1" in names
+
+
+def test_method_labels():
+    assert method_label(params(**{"model.elim": 0}), {}) == "uncompressed"
+    assert method_label(params(**{"model.elim": 1, "model.diet.groups": 4, "train.kd.alpha": 0.5}), {}) \
+        == "Elim 1 + Diet g=4 + KD a=0.5"
+    assert method_label(params(**{"model.elim": 0, "model.filter.ratio": 0.3}), {}) == "Filter 0.3"
+    assert method_label({}, {"steps": ["elim", "diet"]}) == "elim + diet"
+
+
+def test_pareto_front_is_exactly_the_non_dominated_points():
+    #            0 fast/bad   1 dominated by 0  2 slow/best   3 middle     4 dominated by 3  5 tie with 3
+    pts = [(1.0, 0.60), (2.0, 0.55), (9.0, 0.90), (4.0, 0.80), (5.0, 0.80), (4.0, 0.80)]
+    assert pareto_front(pts) == [0, 2, 3, 5]
+    assert pareto_front([]) == [] and pareto_front([(1.0, 0.1)]) == [0]
+
+
+def test_mark_pareto_on_rows():
+    rows = comparison_rows(two_records())
+    # full: 11 ms 0.80; Elim 2: 5 ms 0.78; LayerPrune: 9 ms 0.82 -> full is dominated by LayerPrune
+    front = mark_pareto(rows)
+    assert [rows[i]["name"] for i in front] == ["Elim 2", "LayerPrune k=3 (l1)"]
+    assert [r["pareto"] for r in rows] == [False, True, True]
+    rows[1]["latency_cpu_bs1_ms"] = None
+    mark_pareto(rows)
+    assert rows[1]["pareto"] is None
+
+
+def dvc_show(records):
+    """`dvc exp show --json` as DVC 3.x writes it (shape taken from a real run of dvc 3.67)."""
+    from elimnet.config import unflatten
+
+    def data(rev, rec=None, error=False):
+        metrics = ({"metrics/summary.json": {"error": {"type": "FileNotFoundError", "msg": "no file"}}} if rec is None
+                   else {"metrics/summary.json": {"data": rec.summary}, "metrics/data.json": {"data": {"n": 1}}})
+        return {"rev": rev, "timestamp": "2026-01-01T00:00:00", "meta": {}, "deps": {}, "outs": {},
+                "params": {"params.yaml": {"data": unflatten(rec.params) if rec else {"seed": 42}}},
+                "metrics": metrics}
+
+    exps = [{"revs": [{"rev": f"{i}" * 40, "name": r.name, "data": data(f"{i}" * 40, r), "error": None,
+                       "experiments": None}], "executor": None, "name": r.name} for i, r in enumerate(records)]
+    failed = {"revs": [{"rev": "f" * 40, "name": "broken", "data": data("f" * 40), "error": {"msg": "failed"},
+                        "experiments": None}], "executor": "workspace", "name": "broken"}
+    ws = {"rev": "workspace", "name": None, "data": data("workspace", records[-1]), "error": None,
+          "experiments": None}
+    head = {"rev": "e" * 40, "name": "main", "data": data("e" * 40), "error": None, "experiments": exps + [failed]}
+    return json.loads(json.dumps([ws, head]))
+
+
+def test_records_from_dvc_exp_show_json():
+    recs, skipped = records_from_dvc(dvc_show(two_records()))
+    assert [r.name for r in recs] == ["exp-elim2", "exp-prune3"]  # the workspace repeats exp-prune3: dropped
+    assert skipped == ["broken", "main"]
+    assert recs[0].params["model.elim"] == 2 and recs[0].params["model.prune.k"] == 0
+    assert recs[1].summary["candidate"]["params"] == 8_000_000 and recs[0].source == "dvc:" + "0" * 40
+    with pytest.raises(ValueError, match="DVC 3.x"):
+        records_from_dvc({"workspace": {}})
+
+
+def test_write_comparison_files(tmp_path):
+    res = write_comparison(two_records(), tmp_path)
+    md = (tmp_path / "compare.md").read_text().splitlines()
+    assert md[0].startswith("| name | arch | params (M) | layers | MMACs | cpu bs1 ms | cpu bs64 ms | cpu bs1 faster")
+    assert len(md) == 2 + 3 and "| Elim 2 | resnet18 | 2.000 |" in md[3] and md[3].rstrip().endswith("| ★ |")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "compare.csv").read_text())))
+    assert [r["name"] for r in rows] == ["full resnet18", "Elim 2", "LayerPrune k=3 (l1)"]
+    assert rows[1]["latency_cpu_bs64_ms"] == "150.0" and rows[0]["reduction_cpu_bs1"] == ""
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pts = json.loads((tmp_path / "pareto.json").read_text())
+    assert [(p["name"], p["front"]) for p in pts] == [("full resnet18", False), ("Elim 2", True),
+                                                      ("LayerPrune k=3 (l1)", True)]
+    assert pts[1]["latency_cpu_bs1_ms"] == 5.0 and pts[1]["test_macro_f1"] == 0.78
+    assert [res["rows"][i]["name"] for i in res["front"]] == ["Elim 2", "LayerPrune k=3 (l1)"]
+
+
+def test_markdown_marks_missing_values():
+    recs = two_records()
+    recs[0].summary = copy.deepcopy(recs[0].summary)
+    del recs[0].summary["candidate"]["latency_cpu_bs64_ms"]
+    md = to_markdown(comparison_rows(recs))
+    assert "| Elim 2 | resnet18 | 2.000 | 2000 | 20.0 | 5.00 | – |" in md
+
+
+def test_compare_command_from_saved_exp_show(tmp_path, capsys):
+    from elimnet.cli import main
+
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(dvc_show(two_records())))
+    out = tmp_path / "reports"
+    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 experiments, 3 rows, Pareto front: Elim 2, LayerPrune k=3 (l1)" in text
+    assert "skipped (no metrics/summary.json): broken, main" in text
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "pareto.json", "pareto.png"]
+    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out), "--x", "cpu"]) == 2
+    assert "--x=cpu: must be BACKEND:BATCH_SIZE" in capsys.readouterr().err

@@ -1,0 +1,41 @@
+"""Params: defaults, -S overrides, one-line errors naming key, value and what is allowed."""
+import pytest
+
+from elimnet.config import ConfigError, defaults, load_params, parse_overrides
+
+
+def test_params_yaml_matches_schema_defaults():
+    cfg = load_params("params.yaml")
+    assert cfg["model.arch"] == "efficientnet_lite0" and cfg["data.name"] == "elpv"
+    assert cfg["bench.batch_sizes"] == [1, 8, 64]
+
+
+def test_overrides_are_yaml_typed():
+    assert parse_overrides(["model.elim=3", "bench.batch_sizes=[1,8]", "data.path=null"]) == {
+        "model.elim": 3, "bench.batch_sizes": [1, 8], "data.path": None}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.arch=resnet9000", "model.arch=resnet9000: must be one of"),
+    ("model.elim=-1", "model.elim=-1: must be an integer >= 0"),
+    ("model.elim=2.5", "model.elim=2.5: must be an integer >= 0"),
+    ("model.elim=7", "model.elim=7: must be an integer in [0, 6] for arch efficientnet_lite0 (7 stages)"),
+    ("data.name=imagenet21k", "data.name=imagenet21k: must be one of"),
+    ("data.image_size=8", "data.image_size=8: must be an integer in [16, 1024]"),
+    ("train.batch_size=0", "train.batch_size=0: must be an integer >= 1"),
+    ("train.lr=0", "train.lr=0: must be a number > 0"),
+    ("model.weights=random", "model.weights=random: must be one of imagenet, none"),
+])
+def test_bad_values_give_one_line(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_params("params.yaml", [override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_key_suggests_close_match():
+    with pytest.raises(ConfigError, match="model.elm: unknown parameter; did you mean model.elim"):
+        parse_overrides(["model.elm=2"])
+
+
+def test_defaults_validate():
+    assert defaults()["seed"] == 42

@@ -1,0 +1,42 @@
+"""data.name=folder end to end: every stage script of dvc.yaml, in order, on a generated ImageFolder
+(the DVC-driven variant belongs to the DVC end-to-end suite)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from stage_runner import run_default_graph
+
+
+@pytest.mark.slow
+def test_folder_source_through_every_stage(tmp_path):
+    imgs = tmp_path / "imgs"
+    for c, name in enumerate(["apple", "kiwi", "plum"]):
+        (imgs / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (40, 36), (90 * c, 60 + 10 * i, 120)).save(imgs / name / f"{i}.png")
+    (imgs / "plum" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # skipped and counted
+    params = {"data": {"name": "folder", "path": str(imgs), "image_size": 32, "val_fraction": 0.25,
+                       "test_fraction": 0.25},
+              "model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
+              "train": {"epochs": 1, "batch_size": 8, "threads": 1},
+              "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False},
+              "mlflow": {"enabled": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run_default_graph(tmp_path / "params.yaml", tmp_path)
+
+    m = tmp_path / "metrics"
+    data = json.loads((m / "data.json").read_text())
+    assert data["source"] == "folder" and data["classes"] == ["apple", "kiwi", "plum"]
+    assert data["skipped_total"] == 1
+    assert sum(data["splits"][s]["size"] for s in ("train", "val", "test")) == 24
+    assert torch.load(tmp_path / "data" / "train.pt", weights_only=True)["images"].shape[1:] == (3, 32, 32)
+    for role in ("baseline", "candidate"):  # evaluated on exactly the prepared test split
+        rows = (m / role / "predictions.csv").read_text().splitlines()[1:]
+        assert len(rows) == data["splits"]["test"]["size"]
+        assert {r.split(",")[0] for r in rows} <= {"apple", "kiwi", "plum"}
+    assert json.loads((m / "summary.json").read_text())["ratios"]["params"] < 1.0  # elim=2 cut the top

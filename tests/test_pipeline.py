@@ -1,0 +1,83 @@
+"""A tiny end-to-end run through the real stage entry points; MLflow holds its metrics."""
+import json
+
+import pytest
+import yaml
+
+from stage_runner import run_default_graph, run_stage_script
+
+TINY = {"data": {"max_per_class": 8, "image_size": 32}, "train": {"epochs": 2, "batch_size": 8},
+        "model": {"elim": 3}, "bench": {"batch_sizes": [1, 4], "repeats": 3, "warmup": 1, "budget_s": 0.2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    params = dict(TINY, mlflow={"tracking_uri": f"sqlite:///{work}/mlflow.db", "experiment": "tiny"})
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run_default_graph(work / "params.yaml", work)
+    return work
+
+
+def test_every_metrics_file_is_written(tiny_run):
+    m = tiny_run / "metrics"
+    for f in ["data.json", "structure.json", "latency.json", "summary.json", "baseline/train.json",
+              "baseline/eval.json", "baseline/history.csv", "baseline/predictions.csv", "candidate/train.json",
+              "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv"]:
+        assert (m / f).stat().st_size > 0, f
+    assert (tiny_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_structure_and_summary_content(tiny_run):
+    m = tiny_run / "metrics"
+    s = json.loads((m / "structure.json").read_text())
+    assert s["removed_stages"] == ["stage5", "stage6", "stage7"] and s["removed_head"]
+    assert s["candidate"]["params"] < s["full"]["params"]
+    data = json.loads((m / "data.json").read_text())
+    assert data["splits"]["train"]["size"] + data["splits"]["val"]["size"] + data["splits"]["test"]["size"] == 32
+    summary = json.loads((m / "summary.json").read_text())
+    assert summary["ratios"]["params"] == pytest.approx(s["candidate"]["params"] / s["full"]["params"])
+    lat = json.loads((m / "latency.json").read_text())
+    assert lat["cuda"] is None or isinstance(lat["cuda"], dict)  # unavailable is recorded, never zero
+    assert set(lat["cpu"]) == {"1", "4"}
+    history = (m / "candidate/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 3  # header + 2 epochs
+
+
+def test_mlflow_holds_the_run_metrics(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tiny_run}/mlflow.db")
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    summary = json.loads((tiny_run / "metrics/summary.json").read_text())
+    assert run.data.metrics["candidate.test_macro_f1"] == pytest.approx(summary["candidate"]["test_macro_f1"])
+    assert run.data.metrics["ratios.params"] == pytest.approx(summary["ratios"]["params"])
+    assert run.data.params["model.elim"] == "3"
+    steps = client.get_metric_history(run.info.run_id, "candidate.curve.val_macro_f1")
+    assert sorted(s.step for s in steps) == [1, 2]
+
+
+def test_bad_params_fail_in_one_line_and_leave_nothing(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"model": {"elim": 7}}))
+    rc = run_stage_script("prepare", ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "data"),
+                                      "--metrics", str(tmp_path / "metrics/data.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err == "error: model.elim=7: must be an integer in [0, 6] for arch efficientnet_lite0 (7 stages)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capsys):
+    params = dict(TINY, mlflow={"tracking_uri": "http://127.0.0.1:9", "experiment": "x"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    import os
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
+    rc = run_stage_script("report", ["--params", str(tmp_path / "params.yaml"), "--metrics-dir",
+                                     str(tiny_run / "metrics"), "--out", str(tmp_path / "summary.json"),
+                                     "--plot", str(tmp_path / "c.png")])
+    assert rc == 0 and (tmp_path / "summary.json").exists()
+    assert "MLflow logging to http://127.0.0.1:9 failed" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 import sys
 
 from elimnet.pipeline.common import params_from, run_stage, stage_parser
-from elimnet.pipeline.train_stages import run_finetune
+from elimnet.train import distributed
 
 
 def main(argv=None):
@@ -15,9 +15,21 @@ def main(argv=None):
     p.add_argument("--teacher", default=None, help="finetuned teacher for train.kd (candidate only)")
     p.add_argument("--role", default="candidate")
     args = p.parse_args(argv)
-    m = run_finetune(params_from(args), args.init, args.data, args.out, args.history, args.metrics,
-                     args.teacher, args.role)
-    print(f"{args.role}: best epoch {m['best_epoch']}, val macro-F1 {m['val_macro_f1']:.4f}")
+    cfg = params_from(args)
+    n = cfg["train.distributed"]
+    if n > 1 and not distributed.launched():
+        # Re-run this same entry point under torchrun (dvc.yaml's command stays static).
+        distributed.check_world(n, cfg["train.batch_size"])
+        script = sys.argv[0] if argv is None else __file__
+        rc = distributed.relaunch(n, script, sys.argv[1:] if argv is None else list(argv))
+        if rc:
+            raise SystemExit(rc)
+        return
+    from elimnet.pipeline.train_stages import run_finetune  # heavy: not needed by the torchrun launcher
+
+    m = run_finetune(cfg, args.init, args.data, args.out, args.history, args.metrics, args.teacher, args.role)
+    if m is not None:  # rank 0 (or the only process)
+        print(f"{args.role}: best epoch {m['best_epoch']}, val macro-F1 {m['val_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

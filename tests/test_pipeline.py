@@ -70,7 +70,7 @@ def test_bad_params_fail_in_one_line_and_leave_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capsys):
+def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capfd):
     params = dict(TINY, mlflow={"tracking_uri": "http://127.0.0.1:9", "experiment": "x"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     import os
@@ -80,4 +80,4 @@ def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capsys):
                                      str(tiny_run / "metrics"), "--out", str(tmp_path / "summary.json"),
                                      "--plot", str(tmp_path / "c.png")])
     assert rc == 0 and (tmp_path / "summary.json").exists()
-    assert "MLflow logging to http://127.0.0.1:9 failed" in capsys.readouterr().err
+    assert "MLflow logging to http://127.0.0.1:9 failed" in capfd.readouterr().err

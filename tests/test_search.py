@@ -9,8 +9,15 @@ from elimnet.checkpoint import load_model
 from elimnet.config import ConfigError, load_params
 from elimnet.models import count_params, create_model
 
-TINY = {"train": {"batch_size": 8, "eval_batch_size": 64, "epochs": 1},
+TINY = {"train": {"batch_size": 8, "eval_batch_size": 64, "epochs": 1, "threads": 1},
         "bench": {"repeats": 3, "warmup": 1, "budget_s": 0.1}}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()  # train.threads=1 (a shared 2-core box) must not leak into other tests
+    yield
+    torch.set_num_threads(n)
 
 
 def _prepared(root, tiny_split):

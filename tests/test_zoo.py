@@ -18,8 +18,8 @@ from elimnet.config import ConfigError, load_params
 from elimnet.models import count_params, create_model, get_spec, list_models, stage_view
 from elimnet.models.staged import feature_channels, linears
 
-TORCHVISION = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet0_5", "mnasnet1_0",
-               "vgg16_bn", "vgg19_bn"]
+TORCHVISION = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large",
+               "mobilenet_v3_small", "mnasnet0_5", "mnasnet1_0", "vgg16_bn", "vgg19_bn"]
 ZOO = ["efficientnet_lite0", *TORCHVISION]
 VGG = {"vgg16_bn", "vgg19_bn"}
 
@@ -34,6 +34,15 @@ TV_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_
              "efficientnet_b0": 5_288_548, "mobilenet_v2": 3_504_872,
              "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856, "mnasnet0_5": 2_218_512,
              "mnasnet1_0": 4_383_312, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny 32 px passes: a second thread only spins on this shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,16 +74,23 @@ def test_view_and_elim(arch):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # elim=0 is the model itself
         assert full(x).shape == (2, 1000)
+    width = feature_channels(full, 32)
     for k in (1, n - 1):  # each cut copies the model: VGG copies are 0.5 GB
-        cut, report = elim(full, k)
+        neck = 0.5 if k == n - 1 else 0  # the deepest cut also gets the fresh 1x1 neck (family's activation)
+        cut, report = elim(full, k, neck=neck)
         assert len(cut.stages) == n - k and report["removed_stages"] == list(range(n - k, n))
         assert isinstance(cut.head, nn.Identity)
+        if neck:
+            assert isinstance(cut.neck[-1], full.act_layer)
+            assert cut.neck[0].out_channels == round(0.5 * cut.neck[0].in_channels)
+        else:
+            assert isinstance(cut.neck, nn.Identity)
         # the first Linear reads exactly what the pool now emits (VGG: channels x 7 x 7)
         area = 49 if arch in VGG else 1
         assert linears(cut.classifier)[0].in_features == feature_channels(cut, 32) * area
         with torch.no_grad():
             assert cut.eval()(x).shape == (2, 1000)
-    assert len(full.stages) == n  # elim is pure
+    assert len(full.stages) == n and feature_channels(full, 32) == width  # elim is pure
     with pytest.raises(ValueError) as e:
         elim(full, n)
     assert str(e.value) == f"model.elim={n}: must be an integer in [0, {n - 1}] ({n} stages)"

@@ -135,6 +135,9 @@ def trace_cuts(model: StagedNet, groups: int, keep_early: bool = False,
 
     def keep(path: str) -> bool:  # keep_early: the stem and the first stage stay at full width
         return keep_early and (path == "stem" or path.startswith(("stem.", "stages.0.")))
+    for path, m in model.named_modules():
+        if not isinstance(m, SLICEABLE) and any(True for _ in m.parameters(recurse=False)):
+            raise _fail(groups, f"cannot slice {path} ({type(m).__name__}): only Conv2d, BatchNorm2d and Linear")
     cuts: dict[str, Cut] = {}
     patched = []
     for path, m in model.named_modules():
@@ -146,10 +149,8 @@ def trace_cuts(model: StagedNet, groups: int, keep_early: bool = False,
                 cut = _decide(path, m, width, groups, keep(path), m is final)
                 cuts[path] = cut
                 return _sliced_module(cut, groups, 0, clone=False)(x)  # only the shape matters here
-            m.forward = forward
+            m.forward = forward  # an instance attribute shadows the class's forward until deleted
             patched.append(m)
-        elif any(True for _ in m.parameters(recurse=False)):
-            raise _fail(groups, f"cannot slice {path} ({type(m).__name__}): only Conv2d, BatchNorm2d and Linear")
     was = model.training
     model.eval()
     try:

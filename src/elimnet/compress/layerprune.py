@@ -163,8 +163,8 @@ def imprint_scores(model: StagedNet, paths: list[str], train: TensorSplit | None
 
     source = train if train is not None and len(train) else val
     if len(source) > imprint_images:
-        idx = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:imprint_images]
-        source = TensorSplit(source.images[idx.sort().values], source.labels[idx.sort().values])
+        idx = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:imprint_images].sort().values
+        source = TensorSplit(source.images[idx], source.labels[idx])
     r = imprint_scan(model, source, val, normalize, paths, num_classes=num_classes, batch_size=BATCH_SIZE,
                      device=next(model.parameters()).device, progress=progress)
     scores = {p: r.full - r.without[p] for p in paths}

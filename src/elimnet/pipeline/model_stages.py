@@ -55,6 +55,16 @@ def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: st
     return candidate, steps, full
 
 
+# Spec entries that are replay data, not something to read (torch-pruning's index history),
+# or that have their own file (LayerPrune's importance -> layer_importance.json).
+_BULKY_SPEC_KEYS = {"history", "importance"}
+
+
+def _step_view(step: dict) -> dict:
+    spec = {k: v for k, v in step["spec"].items() if k not in _BULKY_SPEC_KEYS}
+    return {"name": step["name"], **spec, **{k: v for k, v in step["report"].items() if k not in step["spec"]}}
+
+
 def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out: str | Path,
                  structure_path: str | Path) -> dict:
     meta = load_meta(data_dir)
@@ -72,8 +82,7 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
         "full": full_d, "candidate": cand_d,
         "removed_stages": [n for n in spec.stage_names if n not in kept],
         "removed_head": full_d["head"] and not cand_d["head"],
-        "steps": [{"name": s["name"], **s["spec"], **{k: v for k, v in s["report"].items() if k not in s["spec"]}}
-                  for s in steps],
+        "steps": [_step_view(s) for s in steps],
         "ratios": {"params": cand_d["params"] / full_d["params"], "macs": cand_d["macs"] / full_d["macs"],
                    "layers": cand_d["layers"] / full_d["layers"]},
     }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from elimnet.data.prepare import load_meta
 from elimnet.data.tensors import Normalizer, TensorSplit
 from elimnet.io import write_json, write_text
 from elimnet.pipeline.common import set_threads
+from elimnet.train import distributed
 from elimnet.train.finetune import TrainRecipe, finetune
 from elimnet.train.metrics import evaluate, per_class_f1
 
@@ -39,8 +41,14 @@ def history_csv(rows: list[dict]) -> str:
 
 
 def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str | Path, history_path: str | Path,
-                 metrics_path: str | Path, teacher_path: str | Path | None = None, role: str = "candidate") -> dict:
+                 metrics_path: str | Path, teacher_path: str | Path | None = None,
+                 role: str = "candidate") -> dict | None:
+    """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None)."""
     set_threads(cfg["train.threads"])
+    ddp = None
+    if distributed.launched():
+        distributed.check_world(int(os.environ["WORLD_SIZE"]), cfg["train.batch_size"])
+        ddp = distributed.DDPContext.from_env()
     meta = load_meta(data_dir)
     classes = meta["classes"]
     model, config = load_model(init)
@@ -54,8 +62,23 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
         recipe.kd_alpha = 0.0  # the baseline never distils; alpha=0 is plain finetuning
     train = TensorSplit.load(Path(data_dir) / "train.pt")
     val = TensorSplit.load(Path(data_dir) / "val.pt")
-    result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"], num_classes=len(classes),
-                      teacher=teacher, desc=f"finetune {role}")
+    try:
+        result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"],
+                          num_classes=len(classes), teacher=teacher, desc=f"finetune {role}",
+                          device=ddp.device if ddp else "cpu", ddp=ddp)
+        metrics = None
+        if ddp is None or ddp.is_main:
+            metrics = _write_finetune(result, model, config, cfg, recipe, out, history_path, metrics_path)
+        if ddp is not None:
+            ddp.barrier()  # no rank leaves before rank 0 has written
+        return metrics
+    finally:
+        if ddp is not None:
+            ddp.close()
+
+
+def _write_finetune(result, model, config: dict, cfg: Config, recipe: TrainRecipe, out, history_path,
+                    metrics_path) -> dict:
     model.load_state_dict(result.best_state)
     save_model(out, model, config, optimizer=result.optimizer_state, epoch=result.best_epoch,
                args=cfg.flat())

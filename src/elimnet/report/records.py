@@ -75,6 +75,9 @@ def dvc_exp_show(repo: str = ".", extra_args: list[str] = ()) -> list[dict]:
 
 # ----------------------------------------------------------------------------- MLflow
 def _typed(v: str) -> Any:
+    """MLflow stores params as str(value): read them back as YAML (str(None) is "None")."""
+    if v == "None":
+        return None
     try:
         return yaml.safe_load(v)
     except yaml.YAMLError:

@@ -12,7 +12,6 @@ params, then lower latency), so it flows into finetune / evaluate / benchmark un
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ DIRECTIONS = ("maximize", "minimize", "minimize")  # val macro-F1, params, laten
 OBJECTIVES = ("val_macro_f1", "params", "latency_ms")
 
 
-def _open_study(cfg: Config, n_existing_hint: int = 0):
+def _open_study(cfg: Config):
     import optuna
 
     storage, name = cfg["search.storage"], cfg["search.study"]
@@ -70,7 +69,7 @@ def _fail_stale_running(study) -> int:
     """Trials left RUNNING by a killed run never finish: mark them failed so the study is honest."""
     from optuna.trial import TrialState
 
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     return len(stale)
@@ -182,5 +181,5 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
                "stale_marked_failed": stale, "best": row(best), "pareto": [row(t) for t in front],
                "model": str(out)}
     tracker.finish({f"best.{k}": v for k, v in row(best).items() if isinstance(v, (int, float))})
-    write_json(metrics_path, json.loads(json.dumps(summary)))
+    write_json(metrics_path, summary)
     return summary

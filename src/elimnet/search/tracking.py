@@ -58,9 +58,9 @@ class SearchTracker:
         try:
             from mlflow.entities import Metric, Param
 
-            run = self.client.create_run(self.exp_id, run_name=f"trial {number}",
-                                         tags={"mlflow.parentRunId": self.parent_id, STUDY_TAG: self.study, ROLE_TAG: "trial",
-                                               "elimnet.search.trial": str(number)})
+            tags = {"mlflow.parentRunId": self.parent_id, STUDY_TAG: self.study, ROLE_TAG: "trial",
+                    "elimnet.search.trial": str(number)}
+            run = self.client.create_run(self.exp_id, run_name=f"trial {number}", tags=tags)
             rid = run.info.run_id
             self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
                                   metrics=[Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())])

@@ -39,7 +39,7 @@ def _flat_metrics(d: dict, prefix: str = "") -> dict[str, float]:
 
 
 def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
-    """Log `model` to run `run_id` with mlflow.pytorch and a signature; return the model URI."""
+    """Log `model` to run `run_id` with mlflow.pytorch (pt2 format) and a signature; return the model URI."""
     import mlflow
     import numpy as np
     import torch
@@ -54,8 +54,11 @@ def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
     signature = ModelSignature(inputs=Schema([TensorSpec(f32, (-1, *input_shape[1:]))]),
                                outputs=Schema([TensorSpec(f32, (-1, *y.shape[1:]))]))
     with mlflow.start_run(run_id=run_id):
+        # "pt2": a torch.export program, no pickled code (like our own model files); the example
+        # has batch 2 so that the exported batch dimension stays dynamic (size 1 would specialise).
         # Explicit requirements skip MLflow's slow import-tracing inference.
-        info = mlflow.pytorch.log_model(model, name="model", signature=signature,
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature, serialization_format="pt2",
+                                        input_example=np.zeros((2, *input_shape[1:]), dtype=np.float32),
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     return info.model_uri
 

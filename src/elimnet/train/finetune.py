@@ -100,12 +100,16 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: TensorSplit, recipe: TrainRecipe,
                 normalize: Normalizer, gen: torch.Generator, *, teacher: torch.nn.Module | None = None,
                 device: torch.device | str = "cpu", drop_last: bool = True, start_step: int = 0,
-                lr_fn=None, on_step=None) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
-    """One pass over the in-memory split; returns (loss sum, predictions, labels, next step)."""
+                lr_fn=None, on_step=None, batches=iterate_batches
+                ) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
+    """One pass over the in-memory split; returns (loss sum, predictions, labels, next step).
+
+    `batches` has iterate_batches' signature (DDP passes one that yields this rank's slice).
+    """
     model.train()
     loss_sum, preds, ys, step = 0.0, [], [], start_step
-    for x, y in iterate_batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
-                                hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
+    for x, y in batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
+                        hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if lr_fn is not None:
             for g in opt.param_groups:
@@ -123,7 +127,10 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Tenso
 
 def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recipe: TrainRecipe, *,
              mean, std, num_classes: int, teacher: torch.nn.Module | None = None,
-             device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune") -> TrainResult:
+             device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune",
+             ddp=None) -> TrainResult:
+    """`ddp` (train.distributed.DDPContext) trains this rank's slice of every global batch; only its
+    main rank validates and returns history and best state (the others return an empty result)."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"finetune needs non-empty train and val splits (got {len(train)} and {len(val)} images)")
     gen = seed_everything(recipe.seed)
@@ -137,6 +144,9 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
         if use_cl:
             teacher = teacher.to(memory_format=torch.channels_last)
     normalize = Normalizer(mean, std, channels_last=use_cl)
+    net = ddp.wrap(model, recipe.seed) if ddp is not None else model  # forward/backward go through `net`
+    main = ddp is None or ddp.is_main
+    progress = progress and main
     opt = make_optimizer(model, recipe)
     drop_last = len(train) > recipe.batch_size  # avoid a 1-image BN batch
     steps_per_epoch = len(train) // recipe.batch_size if drop_last else 1
@@ -151,9 +161,14 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
 
-        loss_sum, preds, ys, step = train_epoch(model, opt, train, recipe, normalize, gen, teacher=teacher,
+        loss_sum, preds, ys, step = train_epoch(net, opt, train, recipe, normalize, gen, teacher=teacher,
                                                 device=device, drop_last=drop_last, start_step=step,
-                                                lr_fn=lambda i: lr_at(i, total, warmup, recipe.lr), on_step=on_step)
+                                                lr_fn=lambda i: lr_at(i, total, warmup, recipe.lr), on_step=on_step,
+                                                batches=ddp.batches if ddp is not None else iterate_batches)
+        if ddp is not None:
+            loss_sum, preds, ys = ddp.gather_epoch(loss_sum, preds, ys)
+            if not main:
+                continue  # rank 0 validates and keeps the history; weights are identical on every rank
         y_all, p_all = torch.cat(ys).numpy(), torch.cat(preds).numpy()
         train_m = classification_metrics(y_all, p_all, num_classes)
         val_m = evaluate(model, val, normalize, recipe.eval_batch_size, num_classes, device)

@@ -70,12 +70,11 @@ def test_bad_params_fail_in_one_line_and_leave_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capfd):
+def test_mlflow_unreachable_does_not_fail_report(tiny_run, tmp_path, capfd, monkeypatch):
     params = dict(TINY, mlflow={"tracking_uri": "http://127.0.0.1:9", "experiment": "x"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    import os
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     rc = run_stage_script("report", ["--params", str(tmp_path / "params.yaml"), "--metrics-dir",
                                      str(tiny_run / "metrics"), "--out", str(tmp_path / "summary.json"),
                                      "--plot", str(tmp_path / "c.png")])

@@ -5,6 +5,7 @@ None; the JSON metrics DVC tracks are the record of truth.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,6 +64,42 @@ def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
     return info.model_uri
 
 
+@contextlib.contextmanager
+def _tracking(uri: str):
+    """Point mlflow's global state at `uri` for one block, then restore it.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would otherwise make the
+    first URI used in a process win over every later params.yaml value.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def _experiment_id(client, name: str) -> str:
+    """Get or create; parallel jobs (dvc queue --jobs N) race to create it, and the loser re-reads."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any], metrics: dict,
             history: dict[str, list[dict]] | None = None, artifacts: list[str | Path] = (),
             tags: dict[str, str] | None = None, model=None, input_shape: tuple[int, ...] | None = None,
@@ -74,44 +111,48 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
     `figures` are matplotlib figures logged as PNG artifacts under their file names.
     """
     try:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-        run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items() if v})
-        rid = run.info.run_id
-        from mlflow.entities import Metric, Param
-
-        ps = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-        ms = [Metric(k, v, 0, 0) for k, v in sorted(_flat_metrics(metrics).items())]
-        for prefix, rows in (history or {}).items():
-            for row in rows:
-                step = int(row.get("epoch", 0))
-                ms += [Metric(f"{prefix}.{k}", float(v), 0, step) for k, v in row.items()
-                       if k != "epoch" and isinstance(v, (int, float))]
-        for i in range(0, len(ps), 100):
-            client.log_batch(rid, params=ps[i:i + 100])
-        for i in range(0, len(ms), 500):
-            client.log_batch(rid, metrics=ms[i:i + 500])
-        for path in artifacts:
-            p = Path(path)
-            if p.is_file():
-                client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
-        for fname, fig in (figures or {}).items():
-            client.log_figure(rid, fig, fname)
-        if model is not None:
-            try:
-                log_torch_model(rid, model, input_shape)
-            except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
-                warnings.warn(f"MLflow model logging failed: {type(e).__name__}: {e}", stacklevel=2)
-        client.set_terminated(rid)
-        return rid
+        with _tracking(uri):
+            return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
+                            input_shape, figures)
     except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
         warnings.warn(f"MLflow logging to {uri} failed, metrics stay in metrics/*.json: {type(e).__name__}: {e}",
                       stacklevel=2)
         print(f"warning: MLflow logging to {uri} failed ({type(e).__name__}); JSON metrics are kept",
               file=sys.stderr)
         return None
+
+
+def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model, input_shape,
+             figures) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp_id = _experiment_id(client, experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items() if v})
+    rid = run.info.run_id
+    from mlflow.entities import Metric, Param
+
+    ps = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    ms = [Metric(k, v, 0, 0) for k, v in sorted(_flat_metrics(metrics).items())]
+    for prefix, rows in (history or {}).items():
+        for row in rows:
+            step = int(row.get("epoch", 0))
+            ms += [Metric(f"{prefix}.{k}", float(v), 0, step) for k, v in row.items()
+                   if k != "epoch" and isinstance(v, (int, float))]
+    for i in range(0, len(ps), 100):
+        client.log_batch(rid, params=ps[i:i + 100])
+    for i in range(0, len(ms), 500):
+        client.log_batch(rid, metrics=ms[i:i + 500])
+    for path in artifacts:
+        p = Path(path)
+        if p.is_file():
+            client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
+    for fname, fig in (figures or {}).items():
+        client.log_figure(rid, fig, fname)
+    if model is not None:
+        try:
+            log_torch_model(rid, model, input_shape)
+        except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
+            warnings.warn(f"MLflow model logging failed: {type(e).__name__}: {e}", stacklevel=2)
+    client.set_terminated(rid)
+    return rid

@@ -16,15 +16,12 @@ from mlflow_server import mlflow_server
 pytestmark = pytest.mark.slow
 
 N = 3
-# One experiment as a queued `dvc exp run` logs it (the report stage calls log_run once per experiment).
-LOG_ONE = """
+# A separate process logging one experiment, as the report stage of a queued `dvc exp run` does.
+LOG_ONE = f"""
 import sys
-from elimnet.track import log_run
-uri, i = sys.argv[1], int(sys.argv[2])
-rid = log_run(uri=uri, experiment="scaleout", run_name=f"exp{i}", params={"model.elim": i},
-              metrics={"test_macro_f1": i / 10, "bench": {"speedup": 1 + i}},
-              history={"candidate": [{"epoch": e, "val_macro_f1": i / 10 + e / 100} for e in (1, 2)]})
-print(rid or "FAILED")
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_scaleout import _log_one
+print(_log_one(sys.argv[1], int(sys.argv[2])) or "FAILED")
 """
 
 

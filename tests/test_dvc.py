@@ -1,5 +1,7 @@
-"""`dvc repro` in a temporary git repo: runs the graph, is a no-op the second time, and
-`dvc exp run -S model.elim=...` reruns only the candidate's stages."""
+"""`dvc repro` in a temporary git repo on a generated image folder (`data.name=folder`): runs the
+whole graph, is a no-op the second time, and `dvc exp run -S model.elim=...` reruns only the
+candidate's stages."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"data": {"max_per_class": 6, "image_size": 32}, "train": {"epochs": 1, "batch_size": 8},
+TINY = {"data": {"name": "folder", "image_size": 32}, "train": {"epochs": 1, "batch_size": 8},
         "bench": {"batch_sizes": [1], "repeats": 3, "warmup": 1, "budget_s": 0.1}}
 
 
@@ -27,6 +29,17 @@ def _run(args, cwd):
     return out.stdout + out.stderr
 
 
+def _image_folder(root: Path) -> Path:
+    """Three classes of 8 small PNGs each, told apart by colour."""
+    from PIL import Image
+
+    for c, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        (root / f"class{c}").mkdir()
+        for i in range(8):
+            Image.new("RGB", (40, 36), tuple(max(0, v - 8 * i) for v in colour)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A copy of this checkout's files (tracked + untracked, not ignored) as a fresh git repo."""
@@ -41,6 +54,7 @@ def repo(tmp_path_factory):
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for group, values in TINY.items():
         params[group].update(values)
+    params["data"]["path"] = str(_image_folder(tmp_path_factory.mktemp("images")))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
     _run(["git", "add", "-A"], dest)
@@ -52,6 +66,8 @@ def test_repro_then_noop(repo):
     first = _run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage 'report'" in first
     assert (repo / "metrics/summary.json").exists() and (repo / "dvc.lock").exists()
+    data = json.loads((repo / "metrics/data.json").read_text())
+    assert data["source"] == "folder" and data["classes"] == ["class0", "class1", "class2"]
     second = _run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second
     assert "Data and pipelines are up to date" in second

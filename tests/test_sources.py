@@ -327,7 +327,7 @@ def test_folder_corrupt_skipped_counted_and_splits_identical_and_stratified(tmp_
     cfg = cfg_for(tmp_path, **{"data.name": "folder", "data.path": str(root), "data.val_fraction": 0.2,
                                "data.test_fraction": 0.2})
     a = run_prepare(cfg, tmp_path / "a")
-    b = run_prepare(cfg, tmp_path / "b")
+    run_prepare(cfg, tmp_path / "b")
     assert a["classes"] == ["cat", "dog", "owl"] and a["non_image_files"] == 1
     assert a["skipped_total"] == 1 and a["skipped_files"] == ["dog/broken.jpg"]
     # stratified: 20 % of each class in val and in test (dog: 4 of 21 files, less the broken one if it fell there)

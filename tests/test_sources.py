@@ -240,11 +240,12 @@ def test_taco_mapping_typo_names_the_key(mini_taco, tmp_path):
         taco.resolve_mapping(coco, {"Drink cann": "Metal"})
 
 
-def test_taco_default_mapping_matches_params_yaml_and_covers_real_categories():
+def test_taco_default_mapping_is_used_by_params_yaml_and_covers_real_categories():
     import yaml
 
+    # params.yaml keeps `{}` (a long flow mapping does not survive `dvc exp run -S`'s YAML rewrite).
     params = yaml.safe_load(Path("params.yaml").read_text())
-    assert params["data"]["taco"]["mapping"] == taco.DEFAULT_MAPPING
+    assert params["data"]["taco"]["mapping"] == {}
     assert sorted(set(taco.DEFAULT_MAPPING.values())) == ["Metal", "Paper", "Paperpack", "Plastic", "Plasticbag",
                                                            "Styrofoam"]
 

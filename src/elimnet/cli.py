@@ -64,7 +64,7 @@ def summarize_model(cfg, num_classes: int) -> dict:
     stages = [{**s, "kept": s["name"] in kept} for s in full_d["stages"]]
     return {"arch": arch, "weights": cfg["model.weights"], "num_classes": num_classes, "image_size": size,
             "params": cand["params"], "macs": cand["macs"], "layers": cand["layers"], "modules": cand["modules"],
-            "head": cand["head"], "stages": stages,
+            "head": cand["head"], "removed_head": full_d["head"] and not cand["head"], "stages": stages,
             "removed_stages": [n for n in get_spec(arch).stage_names if n not in kept],
             "steps": [{"name": s["name"], **s["spec"]} for s in steps if s["name"] != "classifier"],
             "full": {k: full_d[k] for k in ("params", "macs", "layers", "modules")}}
@@ -91,7 +91,7 @@ def cmd_summary(args) -> int:
     print(f"{'candidate':12}{s['params']:>14,}{s['macs']:>16,}{s['layers']:>8}"
           f"   ({s['params'] / f['params']:.1%} params, {s['macs'] / f['macs']:.1%} MACs)")
     print("stages: " + "  ".join(f"{st['name']}{'' if st['kept'] else ' (removed)'}" for st in s["stages"])
-          + ("" if s["head"] else "  | head conv removed"))
+          + ("  | head conv removed" if s["removed_head"] else ""))
     for step in s["steps"]:
         # nested reports (e.g. LayerPrune's per-block importance) are in --json only
         print("step: " + ", ".join(f"{k}={v}" for k, v in step.items() if not isinstance(v, dict)))

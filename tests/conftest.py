@@ -14,6 +14,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 from elimnet.data.tensors import TensorSplit  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small forward passes: on a shared 2-core machine a second torch thread only spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_split():
     """A seeded 4-class split of 32x32 uint8 images whose classes differ by mean brightness."""

@@ -19,13 +19,7 @@ from elimnet.models import create_model, get_spec
 from elimnet.models import weights as W
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small passes: a second thread only spins on this shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -36,13 +36,7 @@ TV_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_
              "mnasnet1_0": 4_383_312, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny 32 px passes: a second thread only spins on this shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.lru_cache(maxsize=None)

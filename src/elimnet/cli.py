@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from elimnet.config import ConfigError, load_params
+from elimnet.config import ConfigError, add_params_arguments, load_params
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
 
@@ -29,9 +29,7 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, as in `dvc exp run -S` (repeatable)")
-    p.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
+    add_params_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -50,15 +48,11 @@ def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
 
 def summarize_model(cfg, num_classes: int) -> dict:
     """Sizes of the full model and the candidate the params describe: random init, no data, no download."""
-    import torch
-
-    from elimnet.models import create_model, get_spec
-    from elimnet.pipeline.model_stages import build_candidate, describe
+    from elimnet.models import get_spec
+    from elimnet.pipeline.model_stages import build_from_params, describe
 
     arch, size = cfg["model.arch"], cfg["data.image_size"]
-    torch.manual_seed(cfg["seed"])
-    base = create_model(arch, pretrained=False)
-    candidate, steps, full = build_candidate(cfg, base, num_classes, data_dir=None)
+    candidate, steps, full = build_from_params(cfg, num_classes)
     cand, full_d = describe(candidate, arch, size), describe(full, arch, size)
     kept = {s["name"] for s in cand["stages"]}
     stages = [{**s, "kept": s["name"] in kept} for s in full_d["stages"]]

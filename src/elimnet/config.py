@@ -339,3 +339,10 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ())
 
 def defaults() -> Config:
     return validate({})
+
+
+def add_params_arguments(parser) -> None:
+    """`--params FILE` and repeatable `-S key=value`, as every elimnet entry point takes them."""
+    parser.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, as in `dvc exp run -S` (repeatable)")

@@ -7,7 +7,6 @@ after synchronising; when no GPU is present it is recorded as unavailable (None)
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from typing import Any, Callable
 
@@ -106,6 +105,3 @@ def paired_reduction(baseline_ms: float, candidate_ms: float) -> float:
     """Latency reduction as a fraction of the baseline (0.3 = 30% faster)."""
     return 1.0 - candidate_ms / baseline_ms if baseline_ms > 0 else float("nan")
 
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from elimnet.config import Config, ConfigError, load_params  # noqa: E402
+from elimnet.config import Config, ConfigError, add_params_arguments, load_params  # noqa: E402
 
 
 class StageError(RuntimeError):
@@ -17,9 +17,7 @@ class StageError(RuntimeError):
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, as in `dvc exp run -S`")
+    add_params_arguments(p)
     return p
 
 

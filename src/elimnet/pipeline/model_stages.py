@@ -55,6 +55,13 @@ def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: st
     return candidate, steps, full
 
 
+def build_from_params(cfg: Config, num_classes: int) -> tuple[StagedNet, list[dict], StagedNet]:
+    """Candidate, steps and full model from params alone: seeded random init, no data, no download."""
+    torch.manual_seed(cfg["seed"])
+    base = create_model(cfg["model.arch"], pretrained=False)
+    return build_candidate(cfg, base, num_classes, data_dir=None)
+
+
 # Spec entries that are replay data, not something to read (torch-pruning's index history),
 # or that have their own file (LayerPrune's importance -> layer_importance.json).
 _BULKY_SPEC_KEYS = {"history", "importance"}

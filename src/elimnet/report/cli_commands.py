@@ -6,21 +6,15 @@ import json
 import re
 from pathlib import Path
 
-from elimnet.config import ConfigError, load_params
+from elimnet.config import ConfigError, add_params_arguments, load_params
 
 BENCH_HELP = "latency, throughput, memory and size of the full model and the candidate the params describe"
 COMPARE_HELP = "comparison table (Markdown, CSV) and Pareto plot over DVC experiments or MLflow runs"
 
 
-def _params_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, as in `dvc exp run -S` (repeatable)")
-    p.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
-
-
 # ----------------------------------------------------------------------------- bench
 def bench_args(p: argparse.ArgumentParser) -> None:
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier size (default: the prepared data's classes, else 1000)")
@@ -30,15 +24,10 @@ def bench_args(p: argparse.ArgumentParser) -> None:
 
 def run_bench(cfg, num_classes: int, progress: bool = False) -> dict:
     """Build full and candidate from params (random init, no download) and benchmark them."""
-    import torch
-
-    from elimnet.models import create_model
     from elimnet.pipeline.bench_stage import benchmark_models
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.pipeline.model_stages import build_from_params
 
-    torch.manual_seed(cfg["seed"])
-    base = create_model(cfg["model.arch"], pretrained=False)
-    candidate, steps, full = build_candidate(cfg, base, num_classes, data_dir=None)
+    candidate, steps, full = build_from_params(cfg, num_classes)
     result = benchmark_models({"full": full.eval(), "candidate": candidate.eval()}, cfg, cfg["data.image_size"],
                               reference="full", progress=progress)
     result.update(arch=cfg["model.arch"], num_classes=num_classes,
@@ -87,7 +76,7 @@ def cmd_bench(args) -> int:
 
 # ----------------------------------------------------------------------------- compare
 def compare_args(p: argparse.ArgumentParser) -> None:
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--source", choices=["dvc", "mlflow"], default="dvc",
                    help="dvc: `dvc exp show --json` in --repo; mlflow: runs of mlflow.experiment at "
                         "mlflow.tracking_uri (MLFLOW_TRACKING_URI wins)")

@@ -14,6 +14,21 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 from elimnet.data.tensors import TensorSplit  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_uri():
+    """A test (or the code under test) that leaves MLFLOW_TRACKING_URI behind would point every later
+    test at its store, or at a server it has stopped: fail the test that leaks, not the victim."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    if after != before:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+        pytest.fail(f"MLFLOW_TRACKING_URI leaked: {before!r} before the test, {after!r} after it")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Small forward passes: on a shared 2-core machine a second torch thread only spins."""

@@ -106,6 +106,7 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
         "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv"}
     assert [a.path for a in client.list_artifacts(rid, "plots")] == ["plots/curves.png"]
     # the finetuned model, with a signature whose batch dimension is open; it loads back and predicts the same
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # so teardown unsets what set_tracking_uri exports
     mlflow.set_tracking_uri(mlflow_server)
     models = client.search_logged_models([exp.experiment_id])
     assert [m.source_run_id for m in models] == [rid] and models[0].name == "model"

@@ -9,6 +9,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,24 +65,32 @@ def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
     return info.model_uri
 
 
+# Serialises _tracking: two threads saving and restoring the same process-wide variable would
+# interleave and leave the second thread's URI behind after both are done.
+_TRACKING_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _tracking(uri: str):
     """Point mlflow's global state at `uri` for one block, then restore it.
 
     mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would otherwise make the
-    first URI used in a process win over every later params.yaml value.
+    first URI used in a process win over every later params.yaml value. Only mlflow.pytorch
+    needs the global URI; everything else goes through an MlflowClient(uri).
     """
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
+    with _TRACKING_LOCK:
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # None unsets the variable and mlflow's own copy
+            if before is None:  # set_tracking_uri skips both when its copy already equals `before`
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _experiment_id(client, name: str) -> str:
@@ -111,9 +120,8 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
     `figures` are matplotlib figures logged as PNG artifacts under their file names.
     """
     try:
-        with _tracking(uri):
-            return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
-                            input_shape, figures)
+        return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
+                        input_shape, figures)
     except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
         warnings.warn(f"MLflow logging to {uri} failed, metrics stay in metrics/*.json: {type(e).__name__}: {e}",
                       stacklevel=2)
@@ -151,7 +159,8 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
         client.log_figure(rid, fig, fname)
     if model is not None:
         try:
-            log_torch_model(rid, model, input_shape)
+            with _tracking(uri):
+                log_torch_model(rid, model, input_shape)
         except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
             warnings.warn(f"MLflow model logging failed: {type(e).__name__}: {e}", stacklevel=2)
     client.set_terminated(rid)

@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batch-sizes", default="[1,64]")
     p.add_argument("--threads", type=int, default=2, help="torch threads, fixed for every run")
-    p.add_argument("--budget-s", type=float, default=4.0, help="time budget per model and batch size")
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--budget-s", type=float, default=10.0, help="time budget per model and batch size")
+    p.add_argument("--repeats", type=int, default=1000)
     p.add_argument("--tolerance", type=float, default=0.03)
     args = p.parse_args(argv)
     sets = [f"bench.batch_sizes={args.batch_sizes}", f"bench.threads={args.threads}",

@@ -1,6 +1,10 @@
 """Benchmark: interleaving and budgets, the latency.json schema, memory peaks, ONNX Runtime parity, `elimnet bench`."""
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +59,8 @@ def test_benchmark_result_schema_and_derived_figures(tmp_path):
     models = {"baseline": tiny_net(16), "candidate": tiny_net(8)}
     r = benchmark_models(models, cfg, 16, reference="baseline", progress=False)
     assert r["schema"] == SCHEMA_VERSION and r["threads"] == 1 and r["image_size"] == 16
+    if platform.libc_ver()[0] == "glibc":
+        assert r["allocator"] == "glibc, keeps freed memory"
     assert r["backends"] == (["cpu", "cuda", "onnx"] if torch.cuda.is_available() else ["cpu", "onnx"])
     assert set(BACKENDS) <= set(r)
     assert r["compile"] is None and r["unavailable"]["compile"] == "bench.compile=false"
@@ -78,6 +84,34 @@ def test_benchmark_result_schema_and_derived_figures(tmp_path):
                 assert c["peak_mem_mb"] * 2**20 == 2 * int(bs) * 8 * 16 * 16 * 4
             else:
                 assert c["peak_mem_mb"] is None
+
+
+# Bytes glibc holds as free after a 64 MiB tensor is freed (mallinfo2's fordblks), with and
+# without keep_freed_memory(): the default gives a block that large back to the kernel at once.
+_HELD_AFTER_FREE = """
+import ctypes, sys, torch
+from elimnet.bench.allocator import keep_freed_memory
+state = keep_freed_memory() if sys.argv[1] == "keep" else "default"
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena ordblks smblks hblks hblkhd usmblks fsmblks "
+                                                "uordblks fordblks keepcost").split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+torch.empty(16 << 20).fill_(1.0)  # 64 MiB, freed at once
+print(state + "|" + str(libc.mallinfo2().fordblks))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+def test_keep_freed_memory_keeps_a_freed_activation_for_the_next_pass():
+    held = {}
+    for mode in ("default", "keep"):
+        r = subprocess.run([sys.executable, "-c", _HELD_AFTER_FREE, mode], capture_output=True, text=True,
+                           check=True)
+        state, nbytes = r.stdout.strip().splitlines()[-1].split("|")
+        held[mode] = (state, int(nbytes))
+    assert held["default"][1] < 64 << 20
+    assert held["keep"][0] == "glibc, keeps freed memory" and held["keep"][1] >= 64 << 20
 
 
 def test_benchmark_records_failed_optional_backend_instead_of_crashing(tmp_path, monkeypatch):

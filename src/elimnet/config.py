@@ -180,6 +180,8 @@ SCHEMA: dict[str, Field] = {
     "bench.onnx": Field(False, is_bool, "also time ONNX Runtime CPU"),
     "bench.compile": Field(False, is_bool, "also time torch.compile (inductor) on CPU"),
     "bench.amp": Field(False, is_bool, "CUDA timing under float16 autocast"),
+    "bench.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations instead of page-faulting "
+                                                     "them in again every pass (see elimnet.bench.allocator)"),
     # search (optional NAS stage, elimnet.search) -----------------------------------
     "search.trials": Field(20, int_range(1), "completed trials the study should hold (resumes count)"),
     "search.minutes": Field(30.0, num_range(0.0, optional=True, lo_open=True),

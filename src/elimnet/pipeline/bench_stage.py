@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from elimnet.bench import BACKENDS
+from elimnet.bench.allocator import allocator_state
 from elimnet.bench.latency import bench_input, cuda_available, paired_reduction, time_runners, torch_runner
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
 from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, onnxruntime_version, ort_runner, ort_session
@@ -96,12 +97,14 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
     """Latency per backend and batch size for several models, with reductions vs `reference`."""
     threads = cfg["bench.threads"] or torch.get_num_threads()
     torch.set_num_threads(threads)
+    allocator = allocator_state(cfg["bench.keep_freed_memory"])
     batch_sizes = cfg["bench.batch_sizes"]
     unavailable = unavailable_backends(cfg)
     file_bytes = file_bytes or {}
     prof = {n: {**profile(m, image_size), "file_bytes": file_bytes[n] if n in file_bytes else state_dict_bytes(m)}
             for n, m in models.items()}
-    out: dict = {"schema": SCHEMA_VERSION, "image_size": image_size, "threads": threads, "torch": torch.__version__,
+    out: dict = {"schema": SCHEMA_VERSION, "image_size": image_size, "threads": threads, "allocator": allocator,
+                 "torch": torch.__version__,
                  "onnxruntime": onnxruntime_version(), "processor": platform.processor() or platform.machine(),
                  "reference": reference, "batch_sizes": batch_sizes, "amp": cfg["bench.amp"],
                  "backends": [b for b in BACKENDS if b not in unavailable], "profile": prof}

@@ -64,7 +64,7 @@ def test_concurrent_runs_all_land_on_a_real_server(tmp_path):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=120)
+            t.join(timeout=600)  # generous: CI machines have run this suite 5x slower than ours
         _assert_all_landed(uri, ids)
 
 

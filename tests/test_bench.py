@@ -172,6 +172,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "samples/s" in text and "ms/step" in text and "GMAC/s" in text
+    assert f"allocator: {read_json(out)['allocator']}" in text.splitlines()[0]
     lines = [ln.split() for ln in text.splitlines() if ln.startswith("cpu ")]
     assert [(ln[1], ln[2]) for ln in lines] == [("1", "full"), ("1", "candidate"), ("2", "full"), ("2", "candidate")]
     r = read_json(out)

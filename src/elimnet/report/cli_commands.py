@@ -38,7 +38,8 @@ def run_bench(cfg, num_classes: int, progress: bool = False) -> dict:
 def format_bench(r: dict) -> str:
     """A timm-benchmark-like table: one line per backend, batch size and model."""
     lines = [f"{r.get('arch', '')} {r['image_size']}px, {r['threads']} threads, torch {r['torch']}"
-             + (f", onnxruntime {r['onnxruntime']}" if r.get("onnxruntime") else "")]
+             + (f", onnxruntime {r['onnxruntime']}" if r.get("onnxruntime") else "")
+             + (f", allocator: {r['allocator']}" if r.get("allocator") else "")]
     prof = r["profile"]
     for name, p in prof.items():
         lines.append(f"  {name:10} params {p['params'] / 1e6:8.3f} M  GMACs {p['macs'] / 1e9:7.3f}  "

@@ -6,7 +6,7 @@ pass frees every activation, so the next pass page-faults all of them in again: 
 EfficientNet-Lite0 at 96 px spends more time in the kernel than in the convolutions, and how
 long that takes depends on what else the machine is doing. Raising both thresholds makes the
 second and later passes reuse the same pages: about 2x lower latency at batch 64 on a 2-core
-VM and no page faults at all (tests/test_bench.py counts them). The cost is resident memory:
+VM and no page faults at all (tests/test_bench.py checks the freed bytes glibc keeps). The cost is resident memory:
 up to `keep` bytes of freed memory stay with the process. PyTorch's own tuning guide suggests
 jemalloc or tcmalloc via LD_PRELOAD for the same reason; this needs nothing installed.
 """
@@ -20,6 +20,7 @@ import platform
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 KEEP_BYTES = 1 << 30  # mallopt takes an int: 1 GiB is well inside it
 TOP_PAD_BYTES = 1 << 26
+KEPT = "glibc, keeps freed memory"
 _applied: str | None = None  # glibc offers no way back to its sliding defaults, so remember
 
 
@@ -27,23 +28,21 @@ def allocator_state(keep_freed: bool) -> str:
     """Apply keep_freed_memory() if asked; either way say what the allocator is in this process."""
     if keep_freed:
         return keep_freed_memory()
-    if _applied and _applied.startswith("glibc, keeps"):
-        return f"{_applied} (set earlier in this process)"
-    return "default"
+    return f"{KEPT} (set earlier in this process)" if _applied == KEPT else "default"
 
 
 def keep_freed_memory(keep: int = KEEP_BYTES) -> str:
     """Raise glibc's mmap and trim thresholds to `keep` bytes; return what the allocator now is.
 
-    Returns "glibc, keeps freed memory" when applied, else why not (not Linux/glibc, or mallopt
-    refused); the benchmark records it next to the thread count, because it changes latency.
+    Returns KEPT when applied, else why not (not Linux/glibc, or mallopt refused); the
+    benchmark records it next to the thread count, because it changes latency.
     """
     global _applied
-    _applied = _keep_freed_memory(keep)
+    _applied = _mallopt_keep(keep)
     return _applied
 
 
-def _keep_freed_memory(keep: int) -> str:
+def _mallopt_keep(keep: int) -> str:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return f"default ({platform.system()} {platform.libc_ver()[0] or 'non-glibc'} allocator)"
     try:
@@ -52,4 +51,4 @@ def _keep_freed_memory(keep: int) -> str:
               and libc.mallopt(M_TOP_PAD, TOP_PAD_BYTES) == 1)
     except (OSError, AttributeError) as e:
         return f"default glibc (mallopt unavailable: {e})"
-    return "glibc, keeps freed memory" if ok else "default glibc (mallopt refused)"
+    return KEPT if ok else "default glibc (mallopt refused)"

@@ -86,11 +86,7 @@ def _tracking(uri: str):
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before)  # None unsets the variable and mlflow's own copy
-            if before is None:  # set_tracking_uri skips both when its copy already equals `before`
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = before
+            mlflow.set_tracking_uri(before)  # restores the variable too; None unsets it
 
 
 def _experiment_id(client, name: str) -> str:

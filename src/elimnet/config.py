@@ -16,9 +16,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A parameter has a bad value. str(err) is one line naming key, value and what is allowed."""
+from elimnet.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,7 @@ CHUNK = 1 << 16
 OFFLINE_HINT = "No network? data.name=elpv runs offline (its images ship in a PyPI package)."
 
 
-class DownloadError(RuntimeError):
-    """A download failed for good (unreachable, HTTP error, or checksum mismatch)."""
-
-
-class ChecksumError(DownloadError):
-    pass
+from elimnet.errors import ChecksumError, DownloadError  # noqa: E402,F401 - re-exported
 
 
 def sha256_file(path: str | Path) -> str:

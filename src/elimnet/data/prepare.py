@@ -19,8 +19,7 @@ from elimnet.data.sources import Sample, SourceData
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
-    """The data cannot be split or decoded as asked (names the class or path)."""
+from elimnet.errors import DataError  # noqa: E402,F401 - re-exported
 
 
 def cap_per_class(samples: list[Sample], max_per_class: int | None, seed: int) -> list[Sample]:

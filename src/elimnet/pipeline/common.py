@@ -11,8 +11,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from elimnet.config import Config, ConfigError, add_params_arguments, load_params  # noqa: E402
 
 
-class StageError(RuntimeError):
-    """A stage cannot run with the inputs it was given (one line, no traceback)."""
+from elimnet.errors import StageError  # noqa: E402,F401 - re-exported
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

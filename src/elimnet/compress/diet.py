@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from elimnet.compress.base import register_transform
-from elimnet.config import ConfigError
+from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet, count_params, linears, replace_module
 
 SLICEABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)

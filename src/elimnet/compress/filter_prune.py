@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elimnet.compress.base import register_transform
-from elimnet.config import ConfigError
+from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet, count_params, linears
 
 TRACE_SIZE = 64  # px of the dummy input DepGraph traces with

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elimnet.compress.base import CompressContext, register_transform
-from elimnet.config import ConfigError
+from elimnet.errors import ConfigError
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.models.staged import BlockInfo, StagedNet, count_params, replace_module, stage_view
 

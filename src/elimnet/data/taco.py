@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from elimnet.config import ConfigError
+from elimnet.errors import ConfigError
 from elimnet.data.download import OFFLINE_HINT, DownloadError, download_first, download_many, sha256_file
 from elimnet.data.prepare import DataError
 from elimnet.data.sources import Sample, SourceData, register_source

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from elimnet.config import ConfigError
+from elimnet.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -70,7 +70,8 @@ SCHEMA: dict[str, Field] = {
     "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
     "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (_is_int(v) and v >= 0)
                                else "max, min or a group index >= 0", "which group is kept"),
-    "model.diet.keep_early": Field(False, is_bool, "Diet: keep stem and first stage at full width"),
+    "model.diet.keep_early": Field(False, lambda v: None if v in (True, False, "stem") else "true, false or stem",
+                                   "Diet: keep stem and first stage (stem: the stem only) at full width"),
     "model.filter.ratio": Field(0.0, num_range(0.0, 0.95), "torch-pruning channel ratio (0 = off)"),
     "model.filter.importance": Field("l1", one_of(["l1", "taylor"]), "torch-pruning importance"),
     # train --------------------------------------------------------------------------

@@ -56,6 +56,28 @@ def _accumulate_taylor_grads(model: nn.Module, ctx) -> None:
     model.eval()
 
 
+def involution_layers(model: nn.Module) -> list[nn.Module]:
+    """Convs DepGraph must not narrow around an involution: its kernel-generating convs and the conv
+    that produces its input. Their channels are reshaped into (groups, 16, K*K) inside the module,
+    which DepGraph cannot follow; the residual stream and the 1x1 convs around them stay prunable."""
+    from elimnet.models.involution import Involution
+    order: list[nn.Module] = []
+    keep: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: order.append(mod))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, Involution))]
+    try:
+        with torch.no_grad():
+            model(_example())
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, m in enumerate(order):
+        if isinstance(m, Involution):
+            producer = next((p for p in reversed(order[:i]) if isinstance(p, nn.Conv2d)), None)
+            keep += [c for c in m.modules() if isinstance(c, nn.Conv2d)] + ([producer] if producer else [])
+    return keep
+
+
 def prune_history(model: StagedNet, ratio: float, importance: str = "l1", ctx=None) -> list[list]:
     """Run torch-pruning on a copy of `model`; return its pruning history as plain JSON."""
     import torch_pruning as tp
@@ -66,7 +88,7 @@ def prune_history(model: StagedNet, ratio: float, importance: str = "l1", ctx=No
     if importance == "taylor":
         _accumulate_taylor_grads(work, ctx)
     pruner = tp.pruner.MetaPruner(work, _example(), importance=imp, pruning_ratio=ratio, global_pruning=False,
-                                  ignored_layers=[linears(work.classifier)[-1]])
+                                  ignored_layers=[linears(work.classifier)[-1]] + involution_layers(work))
     pruner.step()
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
 

@@ -37,8 +37,9 @@ class MacRow:
 
 
 def _filters(module: nn.Module) -> int:
-    return sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-               for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    # a CondConv (`experts` > 0) counts its mixed kernel's filters once, like the conv it replaces
+    return sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels
+               for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "experts"))
 
 
 def _part(m: nn.Module) -> str:
@@ -129,7 +130,9 @@ def candidate_mac_table(cfg, num_classes: int) -> dict:
     from elimnet.pipeline.model_stages import build_candidate
 
     torch.manual_seed(cfg["seed"])
-    candidate, _, _ = build_candidate(cfg, create_model(cfg["model.arch"]), num_classes, data_dir=None)
+    from elimnet.models.registry import params_arch_args
+    base = create_model(cfg["model.arch"], arch_args=params_arch_args(cfg["model.arch"], cfg))
+    candidate, _, _ = build_candidate(cfg, base, num_classes, data_dir=None)
     return mac_table(candidate, cfg["data.image_size"])
 
 
@@ -139,10 +142,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="MAC table of simple_effnet (seed 002, Table 4)")
     p.add_argument("--dense", action="store_true", help="dense 3x3 middle conv, as the seed's table counts it")
     p.add_argument("--se", action="store_true", help="SE-enhanced blocks")
+    p.add_argument("--condconv", type=int, default=0, metavar="M",
+                   help="block [C]: SE + CondConv with M experts (routing and expert mixing counted)")
     p.add_argument("--image-size", type=int, default=56)
     p.add_argument("--num-classes", type=int, default=100)
     args = p.parse_args(argv)
-    model = build_simple_effnet(num_classes=args.num_classes, se=args.se, depthwise=not args.dense)
+    model = build_simple_effnet(num_classes=args.num_classes, se=args.se, depthwise=not args.dense,
+                                experts=args.condconv)
     print(format_mac_table(mac_table(model, args.image_size)))
     return 0
 

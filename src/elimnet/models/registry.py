@@ -66,6 +66,13 @@ def get_spec(name: str) -> ArchSpec:
         raise ValueError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
 
 
+def params_arch_args(name: str, cfg) -> dict | None:
+    """Builder arguments an arch takes from params (meta "params": {kwarg: param key}), e.g.
+    simple_effnet_condconv's experts <- model.experts; None for archs that take none."""
+    keys = get_spec(name).meta.get("params")
+    return {kw: cfg[key] for kw, key in keys.items()} if keys else None
+
+
 def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights",
                  arch_args: dict | None = None) -> StagedNet:
     """A 1000-class StagedNet for `name`: random init, or ImageNet weights when `pretrained`.

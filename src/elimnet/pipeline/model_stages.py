@@ -14,14 +14,19 @@ from elimnet.data.prepare import load_meta
 from elimnet.data.tensors import TensorSplit
 from elimnet.io import write_json
 from elimnet.models import create_model, get_spec, stage_view
+from elimnet.models.registry import params_arch_args
 from elimnet.models.staged import StagedNet
 
 
 def run_pretrained(cfg: Config, out: str | Path) -> dict:
     arch, weights = cfg["model.arch"], cfg["model.weights"]
     torch.manual_seed(cfg["seed"])  # "empty" models: the same random init every run
-    model = create_model(arch, pretrained=weights == "imagenet", cache_dir=Path(cfg["data.root"]) / "weights")
+    arch_args = params_arch_args(arch, cfg)  # e.g. model.experts for simple_effnet_condconv
+    model = create_model(arch, pretrained=weights == "imagenet", cache_dir=Path(cfg["data.root"]) / "weights",
+                         arch_args=arch_args)
     config = model_config(arch, steps=[], weights=weights, num_classes=1000)
+    if arch_args:
+        config["arch_args"] = arch_args
     save_model(out, model, config)
     return config
 
@@ -58,7 +63,7 @@ def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: st
 def build_from_params(cfg: Config, num_classes: int) -> tuple[StagedNet, list[dict], StagedNet]:
     """Candidate, steps and full model from params alone: seeded random init, no data, no download."""
     torch.manual_seed(cfg["seed"])
-    base = create_model(cfg["model.arch"], pretrained=False)
+    base = create_model(cfg["model.arch"], pretrained=False, arch_args=params_arch_args(cfg["model.arch"], cfg))
     return build_candidate(cfg, base, num_classes, data_dir=None)
 
 

@@ -22,7 +22,8 @@ from elimnet.report.records import ExpRecord
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
 _LAT = re.compile(r"^latency_(?P<backend>[a-z]+)_bs(?P<bs>\d+)_ms$")
 # A full model is the same run across experiments when these agree (the DVC baseline is cached).
-_BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block")
+_BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block",
+                  "model.experts")
 
 
 def method_label(params: dict, summary: dict) -> str:

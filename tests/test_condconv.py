@@ -44,7 +44,7 @@ def test_two_images_get_two_different_mixed_kernels():
     assert k.shape == (2, 64, 1, 3, 3)  # depthwise: per-image (C, 1, 3, 3) kernels ("3D" weights)
     assert not torch.allclose(k[0], k[1])
     # the mixed kernel is the routing-weighted sum of the experts
-    assert torch.allclose(k[1], torch.einsum("m,mcikl->cikl", r[1], block.conv.weight), atol=1e-6)
+    assert torch.allclose(k[1], torch.einsum("m,mcikl->cikl", r[1], block.conv.experts_weight()), atol=1e-6)
 
 
 def test_condconv_equals_per_image_convolution():
@@ -112,3 +112,16 @@ def test_diet_refuses_condconv_in_one_line():
 def test_standard_and_se_blocks_are_unchanged():
     m = create_model("simple_effnet")
     assert all(isinstance(b, InvertedResidual) for s in m.stages for b in s)
+
+
+def test_trains_with_the_default_recipe(tiny_split):
+    """One epoch of the pipeline's finetune loop (channels_last on, as in params.yaml)."""
+    from elimnet.compress.elim import set_num_classes
+    from elimnet.train.finetune import TrainRecipe, finetune
+    torch.manual_seed(0)
+    model, _ = set_num_classes(build_simple_effnet(experts=2), 4)
+    before = model.stages[0][0].expand.weight.detach().clone()
+    res = finetune(model, tiny_split(4), tiny_split(2, seed=1), TrainRecipe(epochs=1, batch_size=8),
+                   mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=4, progress=False)
+    assert len(res.history) == 1 and res.best_state
+    assert not torch.equal(model.stages[0][0].expand.weight.detach(), before)

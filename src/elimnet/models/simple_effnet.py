@@ -91,18 +91,24 @@ class CondConv2d(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = cin, cout, kernel
         self.stride, self.groups, self.experts = stride, groups, experts
-        self.weight = nn.Parameter(torch.empty(experts, cout, cin // groups, kernel, kernel))
-        for m in range(experts):  # each expert initialised like a plain conv
-            nn.init.kaiming_normal_(self.weight[m], mode="fan_out")
+        self.kernel_shape = (cout, cin // groups, kernel, kernel)
+        # (M, numel): flat experts, so channels_last conversion (4D tensors only) leaves them alone
+        self.weight = nn.Parameter(torch.empty(experts, cout * (cin // groups) * kernel * kernel))
+        with torch.no_grad():
+            for m in range(experts):  # each expert initialised like a plain conv
+                nn.init.kaiming_normal_(self.weight[m].view(self.kernel_shape), mode="fan_out")
+
+    def experts_weight(self) -> torch.Tensor:
+        """(M, cout, cin/groups, k, k)."""
+        return self.weight.view(self.experts, *self.kernel_shape)
 
     def mixed_weight(self, routing: torch.Tensor) -> torch.Tensor:
         """(B, M) routing weights -> (B, cout, cin/groups, k, k) per-image kernels."""
-        w = routing @ self.weight.reshape(self.experts, -1)
-        return w.reshape(routing.shape[0], *self.weight.shape[1:])
+        return (routing @ self.weight).view(routing.shape[0], *self.kernel_shape)
 
     def forward(self, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        weight = self.mixed_weight(routing).reshape(-1, *self.weight.shape[2:])
+        weight = self.mixed_weight(routing).reshape(-1, *self.kernel_shape[1:])
         y = nn.functional.conv2d(x.reshape(1, b * c, h, w), weight, None, self.stride, self.kernel_size // 2,
                                  groups=b * self.groups)
         return y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])

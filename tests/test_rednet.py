@@ -80,6 +80,7 @@ def test_registered_with_the_stage_view_forward_and_backward():
     assert {"rednet26", "rednet38", "rednet50", "rednet101", "rednet152"} <= set(list_models())
     spec = get_spec("rednet26")
     assert spec.num_stages == 4 and spec.stage_names == ("layer1", "layer2", "layer3", "layer4")
+    assert spec.has_pretrained and not spec.offline and spec.weights_name == "rednet26-4948f75f.pth"
     torch.manual_seed(0)
     model, _ = set_num_classes(build_rednet(26), 3)
     assert [len(s) for s in model.stages] == [1, 2, 4, 1]

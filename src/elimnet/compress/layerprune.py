@@ -285,9 +285,11 @@ def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet |
         return None
     from elimnet.compress.elim import apply_classifier
     from elimnet.models import create_model, list_models
+    from elimnet.models.registry import params_arch_args
     if ctx.arch not in list_models():
         return None
-    full, _ = apply_classifier(create_model(ctx.arch, pretrained=False), ctx.num_classes)
+    base = create_model(ctx.arch, pretrained=False, arch_args=params_arch_args(ctx.arch, cfg))  # e.g. model.experts
+    full, _ = apply_classifier(base, ctx.num_classes)
     return full
 
 

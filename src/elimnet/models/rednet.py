@@ -110,7 +110,8 @@ def _register(depth: int):
     build.__name__ = name
     kwargs = {}
     if release is not None:
-        kwargs = dict(load_pretrained=load_pretrained, weights_name=release.filename, weights_url=release.url)
+        kwargs = dict(load_pretrained=load_pretrained, weights_name=release.filename, weights_url=release.url,
+                      meta={"manual_weights": release.url is None})
     register_model(name, family="rednet", num_stages=4, stage_names=STAGE_NAMES, **kwargs)(build)
     return build
 

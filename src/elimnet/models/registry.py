@@ -37,7 +37,8 @@ class ArchSpec:
 
     @property
     def offline(self) -> bool:
-        return self.has_pretrained and self.weights_url is None
+        # manual_weights: no URL because the file is saved by hand (RedNet), not because it ships offline
+        return self.has_pretrained and self.weights_url is None and not self.meta.get("manual_weights")
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

@@ -112,6 +112,20 @@ def test_every_compression_applies_and_runs(overrides, params):
         assert candidate(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
+def test_all_four_compose_and_replay(tmp_path):
+    cfg = load_params("no-such-params.yaml", ["model.arch=rednet26", "model.weights=none", "data.image_size=32",
+                                              "model.elim=1", "model.prune.k=1", "model.diet.groups=2",
+                                              "model.diet.keep_early=stem", "model.filter.ratio=0.25"])
+    torch.manual_seed(0)
+    candidate, steps, full = build_from_params(cfg, 4)
+    assert [s["name"] for s in steps] == ["classifier", "elim", "layerprune", "diet", "filter"]
+    save_model(tmp_path / "m.pt", candidate, model_config("rednet26", steps))
+    loaded, _ = load_model(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), candidate.eval()(x))
+
+
 def test_elim_removes_the_top_stages():
     candidate, _, full = _candidate("model.elim=2")
     assert len(candidate.stages) == 2 and candidate.classifier[-1].in_features == 512
@@ -195,7 +209,8 @@ def _mmcls_checkpoint(model: nn.Module) -> bytes:
     rename = {}
     for k in model.state_dict():
         m = k.replace("classifier.0.", "head.fc.")
-        m = m.replace(".reduce.0.", ".conv1.conv.").replace(".reduce.1.", ".conv1.bn.").replace(".span.", ".conv2.conv.")
+        m = m.replace(".reduce.0.", ".conv1.conv.").replace(".reduce.1.", ".conv1.bn.")
+        m = m.replace(".span.", ".conv2.conv.")
         for i in (0, 4):
             m = m.replace(f"stem.{i}.0.", f"stem.{i}.conv.").replace(f"stem.{i}.1.", f"stem.{i}.bn.")
         if m.startswith("stages."):

@@ -97,6 +97,8 @@ def _restore(params_path: Path, lock: Path, err: ConfigError) -> str:
 def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: str | Path, lock: str | Path,
                      out_dir: str | Path, restore: bool = True) -> dict[str, dict]:
     params_path, out_dir = Path(params_path), Path(out_dir)
+    if not params_path.exists():
+        raise ConfigError(f"--params {params_path}: no such file (the pipeline reads its params from one)")
     try:
         cfg = load_params(params_path, overrides)
     except ConfigError as e:

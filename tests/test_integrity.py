@@ -250,8 +250,8 @@ def test_missing_params_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("train:\n  lr: 1e-3\n", None),  # YAML 1.2 float, as DVC reads it
-    ("train:\n  hflip: yes\n", "train.hflip=yes: must be true or false"),
-    ("train:\n  hflip: on\n", "train.hflip=on: must be true or false"),
+    ("train:\n  hflip: yes\n", "train.hflip='yes': must be true or false"),
+    ("train:\n  hflip: on\n", "train.hflip='on': must be true or false"),
 ])
 def test_params_yaml_scalars_follow_yaml_1_2(tmp_path, text, expected):
     from elimnet.config import load_params

@@ -276,3 +276,47 @@ def test_interrupt_is_one_line_exit_130_and_debug_shows_the_traceback(tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                        env={**_env(), "ELIMNET_DEBUG": "1"})
     assert "Traceback" in r.stderr and "KeyboardInterrupt" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the schema and the registries
+def test_committed_params_yaml_matches_the_schema_key_for_key():
+    """The params.yaml a clone gets (git HEAD, not the workspace's) lists every key, with its default."""
+    from elimnet.config import flatten, schema, yaml_load
+
+    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    flat = flatten(yaml_load(text))
+    assert sorted(flat) == sorted(schema())
+    differ = {k: (v, schema()[k].default) for k, v in flat.items() if v != schema()[k].default}
+    assert not differ, f"params.yaml values that are not the schema's defaults: {differ}"
+
+
+def test_a_new_compression_is_one_registration(monkeypatch):
+    """Registering a compression puts its params in the schema, switches it off in the full twin,
+    and names it in reports; nothing else is edited."""
+    import elimnet.config as config
+    from elimnet.checks import Field, int_range
+    from elimnet.compress import TRANSFORMS, build, register_transform
+    from elimnet.report.compare import method_label
+
+    def plan(model, cfg, ctx):
+        return {"n": cfg["model.toy.n"]} if cfg["model.toy.n"] else None
+
+    def apply(model, n):
+        model.toy = torch.nn.Identity()  # a visible change
+        return model, {"n": n}
+
+    monkeypatch.setattr(config, "_SCHEMA", {})
+    register_transform("toy", plan, apply, order=99, off={"model.toy.n": 0}, label=lambda p: f"Toy {p['model.toy.n']}",
+                       params={"model.toy.n": Field(0, int_range(0), "a toy compression")})
+    try:
+        cfg = config.defaults(["model.arch=resnet18", "model.weights=none", "model.elim=1", "model.toy.n=3"])
+        with pytest.raises(config.ConfigError, match="model.toy.n=-1: must be an integer >= 0"):
+            config.defaults(["model.toy.n=-1"])
+        candidate, steps, full = build.build_from_params(cfg, num_classes=3)
+        assert [s["name"] for s in steps] == ["classifier", "elim", "toy"]
+        assert hasattr(candidate, "toy") and not hasattr(full, "toy")  # the full twin has it switched off
+        assert method_label(cfg.flat(), {}) == "empty Elim 1 + Toy 3"  # weights=none
+    finally:
+        TRANSFORMS.pop("toy", None)
+        config._SCHEMA.clear()

@@ -20,7 +20,7 @@ from elimnet.models import count_params, create_model, get_spec, list_models
 from elimnet.models import rednet_weights as RW
 from elimnet.models.involution import Involution
 from elimnet.models.rednet import build_rednet
-from elimnet.pipeline.model_stages import build_from_params
+from elimnet.compress.build import build_from_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

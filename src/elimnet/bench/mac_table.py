@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from elimnet.models.staged import StagedNet, count_params
+from elimnet.models.staged import StagedNet, count_params, eval_mode
 
 
 @dataclass
@@ -84,11 +84,9 @@ def _segments(model: StagedNet):
 @torch.no_grad()
 def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
     """{"rows": [MacRow as dict], "total_macs", "total_filters", "total_params", "image_size"}."""
-    was = model.training
-    model.eval()
     rows: list[MacRow] = []
     x = torch.zeros(1, in_chans, image_size, image_size)
-    try:
+    with eval_mode(model):
         for module, fwd in _segments(model):
             with FlopCounterMode(display=False) as counter:
                 y = fwd(x)
@@ -106,8 +104,6 @@ def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
             else:
                 rows.append(row)
             x = y
-    finally:
-        model.train(was)
     return {"image_size": image_size, "rows": [asdict(r) for r in rows],
             "total_macs": sum(r.macs for r in rows), "total_filters": sum(r.filters for r in rows),
             "total_params": sum(r.params for r in rows)}
@@ -127,7 +123,7 @@ def format_mac_table(table: dict) -> str:
 def candidate_mac_table(cfg, num_classes: int) -> dict:
     """The table of the candidate the params describe (random init, no data), as `elimnet summary` sizes it."""
     from elimnet.models import create_model
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.compress.build import build_candidate
 
     torch.manual_seed(cfg["seed"])
     from elimnet.models.registry import params_arch_args

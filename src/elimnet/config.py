@@ -32,8 +32,8 @@ def _sources():
 
 
 def _criteria():
-    from elimnet.compress.layerprune import CRITERIA
-    return sorted(CRITERIA)
+    from elimnet.compress.criteria import list_criteria
+    return list_criteria()
 
 
 # ----------------------------------------------------------------------------- schema
@@ -67,6 +67,9 @@ SCHEMA: dict[str, Field] = {
     "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
                                         "LayerPrune budget: <=1 fraction of full bs=1 latency, >1 ms"),
     "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
+    "model.prune.budget_batch_size": Field(1, lambda v: None if _is_int(v) and v in (1, 8, 64) else "one of 1, 8, 64",
+                                           "LayerPrune budget: batch size of the per-block latency table"),
+    "model.prune.budget_backend": Field("eager", one_of(["eager"]), "LayerPrune budget: latency backend of the table"),
     "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
     "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (_is_int(v) and v >= 0)
                                else "max, min or a group index >= 0", "which group is kept"),

@@ -8,7 +8,7 @@ import torch
 from elimnet.bench.profile import profile
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress import CompressContext, plan_and_apply
-from elimnet.compress.layerprune import importance_file
+from elimnet.compress.layerprune import ensure_latency_file, importance_file
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta
 from elimnet.data.tensors import TensorSplit
@@ -36,16 +36,17 @@ def describe(model: StagedNet, arch: str, image_size: int) -> dict:
     return out
 
 
-def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: str | Path | None = None
-                    ) -> tuple[StagedNet, list[dict], StagedNet]:
-    """(candidate, its steps, the full model with the same classifier) from a 1000-class base."""
+def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: str | Path | None = None,
+                    latency_table=None) -> tuple[StagedNet, list[dict], StagedNet]:
+    """(candidate, its steps, the full model with the same classifier) from a 1000-class base.
+    `latency_table`: LayerPrune's cached block timings (a path, or layerprune.LatencyCache)."""
     arch = cfg["model.arch"]
     spec = get_spec(arch)
     train = val = None
     if data_dir is not None and Path(data_dir, "train.pt").exists():
         train, val = TensorSplit.load(Path(data_dir) / "train.pt"), TensorSplit.load(Path(data_dir) / "val.pt")
     ctx = CompressContext(arch=arch, image_size=cfg["data.image_size"], num_classes=num_classes, seed=cfg["seed"],
-                          train=train, val=val, mean=spec.mean, std=spec.std)
+                          train=train, val=val, mean=spec.mean, std=spec.std, latency_table=latency_table)
     torch.manual_seed(cfg["seed"])
     full, _ = plan_and_apply(base, cfg.replace(**{"model.elim": 0, "model.neck": 0, "model.prune.k": 0,
                                                   "model.prune.latency_budget": None, "model.diet.groups": 1,
@@ -55,11 +56,11 @@ def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: st
     return candidate, steps, full
 
 
-def build_from_params(cfg: Config, num_classes: int) -> tuple[StagedNet, list[dict], StagedNet]:
+def build_from_params(cfg: Config, num_classes: int, latency_table=None) -> tuple[StagedNet, list[dict], StagedNet]:
     """Candidate, steps and full model from params alone: seeded random init, no data, no download."""
     torch.manual_seed(cfg["seed"])
     base = create_model(cfg["model.arch"], pretrained=False)
-    return build_candidate(cfg, base, num_classes, data_dir=None)
+    return build_candidate(cfg, base, num_classes, data_dir=None, latency_table=latency_table)
 
 
 # Spec entries that are replay data, not something to read (torch-pruning's index history),
@@ -80,7 +81,8 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     if arch != cfg["model.arch"]:
         raise ValueError(f"{pretrained} holds {arch} but model.arch={cfg['model.arch']}: rerun the pretrained stage")
     size = cfg["data.image_size"]
-    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir)
+    latency_path = Path(structure_path).with_name("block_latency.json")  # LayerPrune's persisted timing table
+    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir, latency_table=latency_path)
     spec = get_spec(arch)
     full_d, cand_d = describe(full, arch, size), describe(candidate, arch, size)
     kept = {s["name"] for s in cand_d["stages"]}
@@ -102,4 +104,5 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     write_json(structure_path, structure)
     # Always written (empty candidates when LayerPrune is off) so the DVC output exists.
     write_json(Path(structure_path).with_name("layer_importance.json"), importance_file(steps))
+    ensure_latency_file(latency_path)
     return structure

@@ -143,15 +143,16 @@ def _layers(block: nn.Module, kinds) -> list[nn.Module]:
     return [m for m in block.modules() if isinstance(m, kinds)]
 
 
-def weight_norm_values(model: StagedNet, blocks: list[str], p: int = 1) -> LayerValues:
-    """Per weight layer: mean over filters of mean|w| (p=1) or RMS w (p=2), times sqrt(fan_in)."""
+def weight_norm_values(model: StagedNet, blocks: list[str], p: int = 1, fan_in_scale: bool = True) -> LayerValues:
+    """Per weight layer: mean over filters of mean|w| (p=1) or RMS w (p=2), times sqrt(fan_in)
+    (`fan_in_scale=False`: the plain values, which fall with depth as layers widen)."""
     out = {}
     for path in blocks:
         vals = []
         for m in _layers(model.get_submodule(path), WEIGHT_LAYERS):
             w = m.weight.detach().flatten(1).float()  # one row per filter
             f = w.abs().mean(1) if p == 1 else w.pow(2).mean(1).sqrt()
-            vals.append((layer_type(m), float(f.mean()) * math.sqrt(fan_in(m))))
+            vals.append((layer_type(m), float(f.mean()) * (math.sqrt(fan_in(m)) if fan_in_scale else 1.0)))
         out[path] = vals
     return out
 

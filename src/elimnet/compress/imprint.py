@@ -53,6 +53,8 @@ class Imprinter:
         self.weights: torch.Tensor | None = None
         self.correct = 0
         self.seen = 0
+        self.predicted = torch.zeros(num_classes)  # how often each class was predicted
+        self.actual = torch.zeros(num_classes)  # how often each class was the label
 
     def imprint(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
         if self.sums is None:
@@ -71,8 +73,17 @@ class Imprinter:
         return torch.nan_to_num(emb @ self.weights.T, nan=-float("inf")).argmax(1)
 
     def score(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct += int((self.predict(emb) == labels).sum())
+        pred = self.predict(emb)
+        self.correct += int((pred == labels).sum())
         self.seen += int(labels.numel())
+        self.predicted += torch.bincount(pred, minlength=self.num_classes).float()
+        self.actual += torch.bincount(labels, minlength=self.num_classes).float()
+
+    @property
+    def chance(self) -> float:
+        """Expected accuracy of guessing with this classifier's class frequencies, ignoring the image:
+        sum_c P(label c) P(predict c). 1/C for a balanced guesser, the majority share for a constant one."""
+        return float((self.predicted / self.seen * self.actual / self.seen).sum()) if self.seen else float("nan")
 
     @property
     def accuracy(self) -> float:
@@ -100,7 +111,7 @@ class ScanResult:
     full_raw: float = float("nan")  # the same three with raw class means
     after_raw: dict[str, float] = field(default_factory=dict)
     without_raw: dict[str, float] = field(default_factory=dict)
-    chance: float = float("nan")  # share of the evaluated images in their most frequent class
+    chance: float = float("nan")  # the full net's classifier's chance level (Imprinter.chance)
 
 
 def blocks_of(model: StagedNet) -> list[tuple[str, nn.Module]]:
@@ -174,12 +185,11 @@ def imprint_scan(model: StagedNet, imprint_split: TensorSplit, eval_split: Tenso
 
     def pick(v: str, kind: str) -> dict[str, float]:
         return {k[1]: h.accuracy for (vv, k), h in heads.items() if vv == v and isinstance(k, tuple) and k[0] == kind}
-    counts = torch.bincount(eval_split.labels, minlength=n_cls)
     return ScanResult(full=heads[("normalized", "full")].accuracy, after=pick("normalized", "after"),
                       without=pick("normalized", "without"), full_raw=heads[("raw", "full")].accuracy,
                       after_raw=pick("raw", "after"), without_raw=pick("raw", "without"),
                       imprint_images=len(imprint_split), eval_images=len(eval_split),
-                      chance=float(counts.max()) / len(eval_split))
+                      chance=heads[("normalized", "full")].chance)
 
 
 # ----------------------------------------------------------------------------- a fitted head

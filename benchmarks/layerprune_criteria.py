@@ -75,8 +75,8 @@ def main() -> None:
         secs[f"{name}/unscaled (before)"] = 0.0
     depth = list(range(len(paths)))
     abl = [results["imprint_ablation"][q] for q in paths]
-    lines = [f"{a.arch} ({a.weights}), {meta.get('source', data.name)} {size}px, {len(train)} train / {len(val)} val, "
-             f"batches={a.batches}, torch threads={a.threads}", ""]
+    lines = [f"{a.arch} ({a.weights}), {meta.get('source', data.name)} {size}px, {len(train)} train / "
+             f"{len(val)} val, batches={a.batches}, torch threads={a.threads}", ""]
     main_cols = [c for c in CRITERIA]
     lines.append("| candidate | " + " | ".join(main_cols) + " |")
     lines.append("|---" * (len(main_cols) + 1) + "|")
@@ -93,8 +93,9 @@ def main() -> None:
         norm = norm or (DEFAULT_NORMALIZATION if name in FILTER else "-")
         s = [scores[q] for q in paths]
         rm = sorted(removed[key], key=paths.index)
-        lines.append(f"| {name} | {norm} | {spearman(s, depth):+.2f} | {', '.join(q.removeprefix('stages.') for q in rm)}"
-                     f" | {'yes' if set(rm) == set(last) else 'no'} | {spearman(s, abl):+.2f} | {secs[key]:.1f} |")
+        short = ", ".join(q.removeprefix("stages.") for q in rm)
+        lines.append(f"| {name} | {norm} | {spearman(s, depth):+.2f} | {short} | "
+                     f"{'yes' if set(rm) == set(last) else 'no'} | {spearman(s, abl):+.2f} | {secs[key]:.1f} |")
     icip = extras["imprint"]
     lines += ["", f"Imprinted proxy accuracy of the full net: {icip['accuracy_full']:.3f} (normalised means), "
               f"{icip['accuracy_full_raw']:.3f} (raw means); chance for this classifier {icip['chance']:.3f}; "

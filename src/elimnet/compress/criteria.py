@@ -22,7 +22,7 @@ no classifier can change; imprint fits its own per-layer heads.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

@@ -494,7 +494,7 @@ def test_selection_from_a_cached_table_is_identical_and_the_table_is_reused(tmp_
 
 def test_summary_reuses_the_compress_stages_table_and_never_writes_it(tmp_path, monkeypatch):
     from elimnet.cli import summarize_model
-    from elimnet.pipeline.model_stages import build_from_params
+    from elimnet.compress.build import build_from_params
     timer = FakeTimer(random=True)
     monkeypatch.setattr(lp, "measure_block_table", timer)
     monkeypatch.chdir(tmp_path)

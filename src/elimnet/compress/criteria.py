@@ -2,8 +2,8 @@
 
 A criterion declares its name, the prepared splits it reads (none = data-free), a one-line
 help, and a `score` function. Adding one is one `register_criterion(...)` call here (or in any
-module imported by elimnet.compress); config.py lists the registry as the allowed values of
-model.prune.criterion.
+module imported by elimnet.compress); the check of model.prune.criterion (layerprune.py) allows
+exactly what the registry holds.
 
 Filter criteria (l1, l2, bn, taylor, activation) give one value per weight/BN/activation layer
 (the mean over its filters, as in seed 003). Layers of different width and depth are put on one

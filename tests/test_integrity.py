@@ -154,7 +154,7 @@ def locked_repo(tmp_path_factory):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(f"placeholder {rel}".encode())
     _run([sys.executable, "stages/params.py"], dest)
-    for rel in ("metrics/data.json", "metrics/structure.json", "metrics/layer_importance.json",
+    for rel in ("metrics/data.json", "metrics/structure.json", "metrics/layer_importance.json", "metrics/block_latency.json",
                 "metrics/baseline/train.json", "metrics/candidate/train.json", "metrics/baseline/eval.json",
                 "metrics/candidate/eval.json", "metrics/latency.json", "metrics/summary.json"):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

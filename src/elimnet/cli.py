@@ -48,7 +48,10 @@ def summarize_model(cfg, num_classes: int) -> dict:
     from elimnet.compress.build import build_from_params, describe
 
     arch, size = cfg["model.arch"], cfg["data.image_size"]
-    candidate, steps, full = build_from_params(cfg, num_classes)
+    from elimnet.compress.layerprune import LatencyCache
+    # LayerPrune reuses the compress stage's timing table for the same key; read-only (a DVC output).
+    candidate, steps, full = build_from_params(cfg, num_classes,
+                                               latency_table=LatencyCache("metrics/block_latency.json", store=False))
     cand, full_d = describe(candidate, arch, size), describe(full, arch, size)
     kept = {s["name"] for s in cand["stages"]}
     stages = [{**s, "kept": s["name"] in kept} for s in full_d["stages"]]

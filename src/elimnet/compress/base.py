@@ -38,6 +38,7 @@ class CompressContext:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    latency_table: Any = None  # LayerPrune's cached per-block timings (metrics/block_latency.json); None = keep none
 
 
 @dataclass

@@ -24,9 +24,11 @@ def describe(model: StagedNet, arch: str, image_size: int) -> dict:
     return out
 
 
-def build_candidate(cfg, base: StagedNet, num_classes: int, data_dir: str | Path | None = None
-                    ) -> tuple[StagedNet, list[dict], StagedNet]:
+def build_candidate(cfg, base: StagedNet, num_classes: int, data_dir: str | Path | None = None,
+                    latency_table=None) -> tuple[StagedNet, list[dict], StagedNet]:
     """(candidate, its steps, the full twin) from a 1000-class base.
+
+    `latency_table`: where LayerPrune keeps its per-block timings (a path, or layerprune.LatencyCache).
 
     The full twin is the same base with every registered compression switched off, so it gets
     the same fresh classifier as the candidate and nothing else.
@@ -41,7 +43,7 @@ def build_candidate(cfg, base: StagedNet, num_classes: int, data_dir: str | Path
         data = load_prepared(data_dir, ("train", "val"))
         train, val = data["train"], data["val"]
     ctx = CompressContext(arch=arch, image_size=cfg["data.image_size"], num_classes=num_classes, seed=cfg["seed"],
-                          train=train, val=val, mean=spec.mean, std=spec.std)
+                          train=train, val=val, mean=spec.mean, std=spec.std, latency_table=latency_table)
     torch.manual_seed(cfg["seed"])
     full, _ = plan_and_apply(base, cfg.replace(**all_off()), ctx)
     torch.manual_seed(cfg["seed"])
@@ -49,9 +51,9 @@ def build_candidate(cfg, base: StagedNet, num_classes: int, data_dir: str | Path
     return candidate, steps, full
 
 
-def build_from_params(cfg, num_classes: int) -> tuple[StagedNet, list[dict], StagedNet]:
+def build_from_params(cfg, num_classes: int, latency_table=None) -> tuple[StagedNet, list[dict], StagedNet]:
     """Candidate, steps and full twin from params alone: seeded random init, no data, no download."""
     torch.manual_seed(cfg["seed"])
     from elimnet.models.registry import params_arch_args
     base = create_model(cfg["model.arch"], pretrained=False, arch_args=params_arch_args(cfg["model.arch"], cfg))
-    return build_candidate(cfg, base, num_classes, data_dir=None)
+    return build_candidate(cfg, base, num_classes, data_dir=None, latency_table=latency_table)

@@ -8,7 +8,7 @@ import torch
 from elimnet.errors import StageError
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress.build import build_candidate, describe
-from elimnet.compress.layerprune import importance_file
+from elimnet.compress.layerprune import ensure_latency_file, importance_file
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta
 from elimnet.io import write_json
@@ -47,7 +47,8 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     if arch != cfg["model.arch"]:
         raise StageError(f"{pretrained} holds {arch} but model.arch={cfg['model.arch']}: rerun the pretrained stage")
     size = cfg["data.image_size"]
-    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir)
+    latency_path = Path(structure_path).with_name("block_latency.json")  # LayerPrune's persisted timing table
+    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir, latency_table=latency_path)
     spec = get_spec(arch)
     full_d, cand_d = describe(full, arch, size), describe(candidate, arch, size)
     kept = {s["name"] for s in cand_d["stages"]}
@@ -69,4 +70,5 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     write_json(structure_path, structure)
     # Always written (empty candidates when LayerPrune is off) so the DVC output exists.
     write_json(Path(structure_path).with_name("layer_importance.json"), importance_file(steps))
+    ensure_latency_file(latency_path)
     return structure

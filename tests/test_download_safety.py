@@ -162,3 +162,14 @@ def test_taco_file_names_leaving_data_root_are_refused(mini_taco, http_server, t
     msg = str(e.value)
     assert "\n" not in msg and "'../../../outside.png'" in msg and "(2 of 6 entries refused)" in msg
     assert not outside.exists() and not [p for p, _ in http_server.requests if p.startswith("/flickr/")]
+
+
+def test_archive_with_a_device_file_is_refused_by_the_data_filter(tmp_path):
+    """Names inside the folder but a character device: tarfile's "data" filter (kept as a second guard)."""
+    archive = tmp_path / "a.tgz"
+    archive.write_bytes(_tgz([_member("imagenette2-160/ok.txt"), _member("imagenette2-160/tty", tarfile.CHRTYPE)]))
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(DataError, match=r"a\.tgz: cannot be extracted safely \(SpecialFileError"):
+        imagenette.extract_tar(archive, target)
+    assert not (target / "imagenette2-160" / "tty").exists()

@@ -66,7 +66,10 @@ def _note_unverified(dest: Path) -> None:
 def escapes(root: Path, name: str) -> bool:
     """True when `name`, joined to `root` and resolved (.., absolute paths, symlinks), lands outside it."""
     root = root.resolve()
-    target = (root / name).resolve()
+    try:
+        target = (root / name).resolve()
+    except (ValueError, OSError, RuntimeError):  # NUL byte, symlink loop: not a name we will write
+        return True
     return not target.is_relative_to(root)  # root itself ("./" in many tars) stays inside
 
 

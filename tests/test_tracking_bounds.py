@@ -89,7 +89,7 @@ def test_http_limits_apply_inside_and_are_restored_after(monkeypatch):
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
 
     with bounded_requests():
-        assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 5
+        assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 4
         assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 3
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"

@@ -83,13 +83,56 @@ def test_silent_server_costs_one_probe_and_no_mlflow_request(silent_server, capf
     assert len(silent_server.conns) == 1
 
 
+def test_server_that_stalls_after_the_probe_gets_two_bounded_tries(monkeypatch, capfd):
+    """/health answers, the API never does: MLflow's requests run under HTTP_LIMITS (2 tries of 3 s), not its
+    defaults (8 tries of 120 s); the first failed request ends the logging. The server sees exactly 2 API calls."""
+    import http.server
+
+    for k in HTTP_LIMITS:
+        monkeypatch.delenv(k, raising=False)
+    api_calls: list[str] = []
+    release = threading.Event()
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/health"):
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+                return
+            api_calls.append(self.path.split("?")[0])
+            release.wait(60)  # answers nothing until the test ends
+
+        do_POST = do_GET
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert _log(uri) is None
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert api_calls == ["/api/2.0/mlflow/experiments/get-by-name"] * 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: MLflow logging to {uri} failed (MlflowException")
+
+
 def test_http_limits_apply_inside_and_are_restored_after(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # the user's own choice wins
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
 
     with bounded_requests():
-        assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 4
+        assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 3
         assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 3
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"

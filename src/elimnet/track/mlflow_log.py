@@ -28,11 +28,11 @@ def tracking_uri(cfg) -> str:
 
 
 PROBE_TIMEOUT_S = 3.0
-# 2 tries x 4 s + 0.5 s backoff = 8.5 s for a request that never gets an answer (the first failure
+# 2 tries x 3 s + 1 s backoff = 7 s for a request that never gets an answer (the first failure
 # ends the logging); with the probe and MLflow's import (~5 s on a busy machine) it stays within 15 s.
 # Set only while we log (and only where the user has not exported their own), restored afterwards.
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "4"}
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
 
 
 def probe(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:

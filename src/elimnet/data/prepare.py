@@ -159,11 +159,9 @@ def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction:
         metrics["splits"][split] = {"size": len(y), "class_counts": {n: counts.get(i, 0)
                                                                        for i, n in enumerate(source.classes)}}
     # Skips per official split; a stratified split happens after them, so they belong to none.
-    for s in bad_samples:
-        key = s.split if official else "before_split"
-        metrics["skipped"][key] = metrics["skipped"].get(key, 0) + 1
-    if official:
-        metrics["skipped"] = {sp: metrics["skipped"].get(sp, 0) for sp in SPLITS}
+    keys = SPLITS if official else ("before_split",)
+    metrics["skipped"] = {k: sum(1 for s in bad_samples if (s.split if official else "before_split") == k)
+                          for k in keys}
     if bad:
         metrics["skipped_files"] = list(bad)[:50]
         metrics["skipped_reasons"] = dict(list(bad.items())[:50])  # ref -> why, first 50

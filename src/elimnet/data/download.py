@@ -130,7 +130,10 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, sha256_pr
     if dest.exists():
         if _check(dest, sha256, sha256_prefix, md5) is None:
             if marker.exists():
-                _note_unverified(dest)
+                if pinned:
+                    marker.unlink()  # checked now
+                else:
+                    _note_unverified(dest)
             return dest  # cached
         dest.unlink()  # stale or corrupt: fetch again
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,8 @@ CORE: dict[str, Field] = {
     "data.name": Field("elpv", one_of(_sources), "data source"),
     "data.path": Field(None, is_str(optional=True), "folder source: ImageFolder-layout directory"),
     "data.root": Field("data/raw", is_str(), "download cache for online sources"),
+    "data.download_timeout_s": Field(3600.0, num_range(0.0, optional=True, lo_open=True),
+                                     "total time one file's download may take, retries included (null = none)"),
     "data.image_size": Field(96, int_range(16, 1024), "side of the cached square uint8 images"),
     "data.val_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "validation share"),
     "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),

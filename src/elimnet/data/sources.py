@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from elimnet.errors import ConfigError
 
@@ -33,10 +33,12 @@ class SourceData:
 
 
 def open_path(path: str | Path) -> Callable[[], Image.Image]:
+    """A loader that decodes the file fully (truncated files fail here) and turns it upright by its
+    EXIF orientation (phones store portrait photos as rotated landscape pixels plus a tag)."""
     def _open() -> Image.Image:
         with Image.open(path) as im:
-            im.load()  # decode now, so truncated files fail here
-            return im.copy()
+            im.load()
+            return ImageOps.exif_transpose(im)  # a copy, also when there is no tag
     return _open
 
 

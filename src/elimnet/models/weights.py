@@ -65,8 +65,9 @@ WEIGHTS: dict[str, PinnedWeights] = {
     "vgg19_bn": PinnedWeights("VGG19_BN_Weights.IMAGENET1K_V1", _BASE + "vgg19_bn-c79401a0.pth"),
 }
 
-# Passed to the downloader; tests shorten the retries.
-DOWNLOAD_OPTIONS: dict = {"retries": 4, "backoff_s": 1.0, "progress": True}
+# Passed to the downloader; tests shorten the retries. The deadline bounds a slow-drip server
+# (the same default as data.download_timeout_s; the pretrained stage does not read data params).
+DOWNLOAD_OPTIONS: dict = {"retries": 4, "backoff_s": 1.0, "progress": True, "deadline_s": 3600.0}
 
 
 def pinned(arch: str) -> PinnedWeights:

@@ -144,3 +144,44 @@ def test_verdicts_follow_the_interval():
     assert stats.verdict([-0.05, 0.01]) == "no loss detected"
     assert stats.verdict([0.0, 0.0]) == "no loss detected"
     assert stats.verdict(None) is None
+
+
+# ----------------------------------------------------------------------------- the report's pairing
+def _preds(path, rows, index=True):
+    head = "index,actual,predicted\n" if index else "actual,predicted\n"
+    path.write_text(head + "".join((f"{i}," if index else "") + f"{a},{p}\n" for i, (a, p) in rows))
+    return path
+
+
+def test_report_pairs_the_two_prediction_files_by_index(tmp_path):
+    from elimnet.pipeline.report_stage import paired_test_stats, read_predictions
+
+    truth = ["a", "b", "c", "a", "b", "c", "a", "b"]
+    base = ["a", "b", "a", "a", "c", "c", "b", "b"]  # 5 right
+    cand = ["a", "b", "c", "a", "b", "c", "b", "a"]  # 6 right
+    order = [3, 0, 7, 1, 6, 2, 5, 4]  # the candidate's rows in another order pair by index all the same
+    b = read_predictions(_preds(tmp_path / "b.csv", [(i, (truth[i], base[i])) for i in range(8)]))
+    c = read_predictions(_preds(tmp_path / "c.csv", [(i, (truth[i], cand[i])) for i in order]))
+    s = paired_test_stats(b, c, 1000, seed=42)
+    ids = {"a": 0, "b": 1, "c": 2}
+    y, pa, pb = ([ids[v] for v in seq] for seq in (truth, base, cand))
+    d = stats.paired_bootstrap(y, pa, pb, 1000, 42)
+    assert s["delta_test_acc"] == pytest.approx(1 / 8) and s["delta_test_acc_ci"] == d["delta_acc_ci"]
+    assert s["delta_test_macro_f1"] == pytest.approx(d["delta_macro_f1"])
+    assert s["delta_test_macro_f1_ci"] == d["delta_macro_f1_ci"]
+    # discordant: base right/cand wrong on image 7; base wrong/cand right on 2, 4: p = 2 * (1 + 3) / 8 = 1
+    assert s["mcnemar_p"] == 1.0 and s["paired_images"] == 8
+    # files without an index column pair by row order
+    assert read_predictions(_preds(tmp_path / "old.csv", [(i, (truth[i], base[i])) for i in range(8)],
+                                   index=False)) == b
+
+
+def test_report_refuses_predictions_on_different_images(tmp_path):
+    from elimnet.errors import StageError
+    from elimnet.pipeline.report_stage import paired_test_stats, read_predictions
+
+    b = read_predictions(_preds(tmp_path / "b.csv", [(0, ("a", "a")), (1, ("b", "a"))]))
+    for rows in ([(0, ("a", "a"))], [(0, ("a", "a")), (1, ("a", "a"))]):  # one image short; another truth
+        c = read_predictions(_preds(tmp_path / "c.csv", rows))
+        with pytest.raises(StageError, match="not evaluated on the same test images"):
+            paired_test_stats(b, c, 1000, seed=0)

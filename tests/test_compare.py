@@ -274,3 +274,17 @@ def test_mlflow_metrics_round_trip_keeps_the_intervals():
     assert back["delta_test_macro_f1_ci"] == pytest.approx([-0.07, -0.05]) and back["mcnemar_p"] == 0.03
     assert back["candidate"]["test_macro_f1_ci"] == pytest.approx([0.72, 0.76])
     assert back["candidate"]["test_macro_f1"] == pytest.approx(0.74)
+
+
+def test_compare_command_groups_seeds_from_exp_show(tmp_path, capsys):
+    from elimnet.cli import main
+
+    recs = [seeded(f"e2-{s}", s, 0.80, 0.80 - d, boot_half=0.01, **{"model.elim": 2})
+            for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(dvc_show(recs)))
+    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(tmp_path / "r")]) == 0
+    text = capsys.readouterr().out
+    assert "3 experiments, 2 rows" in text
+    assert "test macro-F1 vs the full model at 95%: Elim 2 (n=3): loss" in text
+    assert "| Elim 2 | resnet18 | 3 |" in text and "| full resnet18 | resnet18 | 3 |" in text

@@ -2,6 +2,9 @@
 
 Rows: the full finetuned model of each (arch, weights, data, recipe) once, then every candidate,
 labelled by its method (Elim k, LayerPrune k, Diet g, Filter r, KD, "empty" for random init).
+Experiments that differ only in `seed` are one row: `n` seeds, each quality metric as mean, sd
+and 95% CI (elimnet.train.stats), and for candidates the test macro-F1 delta vs their own seed's
+full model with a verdict ("loss" / "gain" / "no loss detected") read off its interval.
 Columns: params, layers, MACs, latency per backend and batch size (and the candidate's paired
 reduction vs its own baseline, measured in the same run), train/val/test loss, acc, macro-F1.
 """

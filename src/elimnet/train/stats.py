@@ -137,13 +137,15 @@ def seed_summary(values: Sequence[float], level: float = LEVEL) -> dict:
 
 
 def combined_ci(values: Sequence[float], boot_cis: Sequence[Sequence[float] | None],
-                      level: float = LEVEL) -> list[float] | None:
-    """CI of a test metric's (or paired delta's) mean over seeds evaluated on one and the same test split.
+                level: float = LEVEL) -> list[float] | None:
+    """95% CI of a test metric's (or paired delta's) mean over seeds.
 
     Two noises add up: training (seed to seed: the t-interval of the values) and the test split
-    (every seed sees the same images, so that noise does not average out: the mean half-width of
-    the per-seed bootstrap CIs). Their half-widths add in quadrature around the mean. With
-    one seed it is that seed's bootstrap CI; None when neither is known.
+    (the mean half-width of the per-seed bootstrap CIs; on a fixed test split every seed sees the same
+    images, so that noise does not average out). Their half-widths add in quadrature around the mean;
+    where the seed also redraws the split, part of the split noise is in the seed spread already and
+    the interval errs on the wide side. With one seed it is that seed's bootstrap CI; None when
+    neither is known.
     """
     s = seed_summary(values, level)
     if s["n"] == 0:

@@ -75,7 +75,7 @@ def _group_key(rec: ExpRecord) -> str:
     if not rec.params:  # no params to compare (an MLflow run without them): its own group
         return repr(("run", rec.name, rec.source))
     keep = {k: v for k, v in rec.params.items() if k not in SEED_KEYS and not k.startswith("mlflow.")}
-    return repr((rec.summary.get("arch"), sorted(keep.items(), key=lambda kv: kv[0]), ))
+    return repr((rec.summary.get("arch"), sorted(keep.items())))
 
 
 def _latency_cols(rows: Iterable[dict]) -> list[str]:

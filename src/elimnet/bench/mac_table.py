@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from elimnet.models.staged import StagedNet, count_params
+from elimnet.models.staged import StagedNet, count_params, eval_mode
 
 
 @dataclass
@@ -83,11 +83,9 @@ def _segments(model: StagedNet):
 @torch.no_grad()
 def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
     """{"rows": [MacRow as dict], "total_macs", "total_filters", "total_params", "image_size"}."""
-    was = model.training
-    model.eval()
     rows: list[MacRow] = []
     x = torch.zeros(1, in_chans, image_size, image_size)
-    try:
+    with eval_mode(model):
         for module, fwd in _segments(model):
             with FlopCounterMode(display=False) as counter:
                 y = fwd(x)
@@ -105,8 +103,6 @@ def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
             else:
                 rows.append(row)
             x = y
-    finally:
-        model.train(was)
     return {"image_size": image_size, "rows": [asdict(r) for r in rows],
             "total_macs": sum(r.macs for r in rows), "total_filters": sum(r.filters for r in rows),
             "total_params": sum(r.params for r in rows)}
@@ -126,7 +122,7 @@ def format_mac_table(table: dict) -> str:
 def candidate_mac_table(cfg, num_classes: int) -> dict:
     """The table of the candidate the params describe (random init, no data), as `elimnet summary` sizes it."""
     from elimnet.models import create_model
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.compress.build import build_candidate
 
     torch.manual_seed(cfg["seed"])
     candidate, _, _ = build_candidate(cfg, create_model(cfg["model.arch"]), num_classes, data_dir=None)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from elimnet.compress.base import register_transform
+from elimnet.checks import Field, int_range, is_bool, is_int
 from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet, count_params, linears, replace_module
 
@@ -226,7 +227,22 @@ def plan_diet(model, cfg, ctx):
     return {"groups": groups, "index": select_group(sums, cfg["model.diet.select"]), "keep_early": keep_early}
 
 
-register_transform("diet", plan_diet, apply_diet)
+def check_diet(v: dict, spec) -> None:
+    g = v["model.diet.groups"]
+    if is_int(v["model.diet.select"]) and v["model.diet.select"] >= g:
+        raise ConfigError(f"model.diet.select={v['model.diet.select']}: must be max, min or a group "
+                          f"index in [0, {g - 1}] for model.diet.groups={g}")
+
+
+register_transform(
+    "diet", plan_diet, apply_diet, order=30, off={"model.diet.groups": 1}, check=check_diet,
+    label=lambda p: f"Diet g={p['model.diet.groups']}",
+    params={
+        "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
+        "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (is_int(v) and v >= 0)
+                                   else "max, min or a group index >= 0", "which group is kept"),
+        "model.diet.keep_early": Field(False, is_bool, "Diet: keep stem and first stage at full width"),
+    })
 
 
 def diet(model: StagedNet, groups: int, select: str | int = "max", keep_early: bool = False

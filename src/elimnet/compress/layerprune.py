@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elimnet.compress.base import CompressContext, register_transform
+from elimnet.checks import Field, int_range, num_range, one_of
 from elimnet.errors import ConfigError
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.models.staged import BlockInfo, StagedNet, count_params, replace_module, stage_view
@@ -348,7 +349,7 @@ def apply_layerprune(model: StagedNet, removed: list[str], importance: dict | No
     ok = {b.path for b in candidates(model)}
     bad = [p for p in removed if p not in ok]
     if bad:
-        raise ValueError(f"model.prune: {', '.join(bad)} not removal candidates (must be one of "
+        raise ConfigError(f"model.prune: {', '.join(bad)} not removal candidates (must be one of "
                          f"{', '.join(sorted(ok)) or 'none'})")
     before = count_params(model)
     for p in removed:
@@ -360,7 +361,23 @@ def apply_layerprune(model: StagedNet, removed: list[str], importance: dict | No
     return model, report
 
 
-register_transform("layerprune", plan_layerprune, apply_layerprune)
+def label_layerprune(p: dict) -> str:
+    crit = p.get("model.prune.criterion", "")
+    if p.get("model.prune.latency_budget") is not None:
+        return f"LayerPrune budget={p['model.prune.latency_budget']:g} ({crit})"
+    return f"LayerPrune k={p['model.prune.k']} ({crit})"
+
+
+register_transform(
+    "layerprune", plan_layerprune, apply_layerprune, order=20, label=label_layerprune,
+    off={"model.prune.k": 0, "model.prune.latency_budget": None},
+    params={
+        "model.prune.k": Field(0, int_range(0), "LayerPrune: blocks removed (0 = off)"),
+        "model.prune.criterion": Field("l1", one_of(lambda: sorted(CRITERIA)), "LayerPrune block ranking"),
+        "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
+                                            "LayerPrune budget: <=1 fraction of full bs=1 latency, >1 ms"),
+        "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
+    })
 
 
 def layerprune(model: StagedNet, removed: list[str]) -> tuple[StagedNet, dict]:

@@ -52,7 +52,11 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True) -> P
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of the tree
+            try:
+                tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of the tree
+            except tarfile.FilterError as e:
+                raise DataError(f"{archive}: refused archive member {e.tarinfo.name!r} ({type(e).__name__}); "
+                                f"delete the archive to fetch it again") from None
         inner = tmp / name
         if not (inner / "train").is_dir():
             raise DataError(f"{archive}: archive has no {name}/train folder; delete it to fetch again")

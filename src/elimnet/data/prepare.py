@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from elimnet.data.sources import Sample, SourceData
+from elimnet.data.tensors import TensorSplit
 
 SPLITS = ("train", "val", "test")
 
@@ -104,7 +105,7 @@ def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction:
         for i, name in enumerate(source.classes):
             if counts.get(i, 0) == 0:
                 raise DataError(f"class {name!r} has no usable images in the {split} split")
-        torch.save({"images": x, "labels": y}, out_dir / f"{split}.pt")
+        torch.save({"images": x, "labels": y}, split_path(out_dir, split))
         metrics["splits"][split] = {"size": len(y), "class_counts": {n: counts.get(i, 0)
                                                                        for i, n in enumerate(source.classes)}}
         metrics["skipped"][split] = len(bad)
@@ -116,8 +117,30 @@ def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction:
     return metrics
 
 
+def split_path(data_dir: str | Path, split: str) -> Path:
+    """Where a prepared split lives: the one place that knows the layout of data/prepared."""
+    return Path(data_dir) / f"{split}.pt"
+
+
+def load_prepared(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, TensorSplit]:
+    """{split: TensorSplit} from a prepared folder; a missing split is a one-line DataError."""
+    out = {}
+    for split in splits:
+        path = split_path(data_dir, split)
+        if not path.exists():
+            raise DataError(f"{path}: prepared data is missing (run: dvc repro prepare)")
+        out[split] = TensorSplit.load(path)
+    return out
+
+
+def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
+    """The prepared data's class count when there is prepared data, else ImageNet's 1000."""
+    meta = Path(data_dir) / "meta.json"
+    return len(json.loads(meta.read_text())["classes"]) if meta.exists() else 1000
+
+
 def load_meta(data_dir: str | Path) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: prepared data is missing (run: dvc repro prepare)")
+        raise DataError(f"{path}: prepared data is missing (run: dvc repro prepare)")
     return json.loads(path.read_text())

@@ -11,6 +11,8 @@ from typing import Callable
 
 from PIL import Image
 
+from elimnet.errors import ConfigError
+
 
 @dataclass
 class Sample:
@@ -55,5 +57,5 @@ def list_sources() -> list[str]:
 def load_source(cfg) -> SourceData:
     name = cfg["data.name"]
     if name not in _SOURCES:
-        raise ValueError(f"data.name={name}: must be one of {', '.join(list_sources())}")
+        raise ConfigError(f"data.name={name}: must be one of {', '.join(list_sources())}")
     return _SOURCES[name](cfg)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,7 +64,7 @@ def get_spec(name: str) -> ArchSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
+        raise ConfigError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
 
 
 def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights",
@@ -76,12 +77,12 @@ def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "d
     spec = get_spec(name)
     if arch_args:
         if not spec.meta.get("arch_args"):
-            raise ValueError(f"arch {name} takes no arch_args (got {sorted(arch_args)})")
+            raise ConfigError(f"arch {name} takes no arch_args (got {sorted(arch_args)})")
         if pretrained:
-            raise ValueError(f"model.weights=imagenet: arch {name} with arch_args has no pretrained weights")
+            raise ConfigError(f"model.weights=imagenet: arch {name} with arch_args has no pretrained weights")
         return spec.build(**arch_args)
     if not pretrained:
         return spec.build()
     if spec.load_pretrained is None:
-        raise ValueError(f"model.weights=imagenet: arch {name} has no pretrained weights; must be none")
+        raise ConfigError(f"model.weights=imagenet: arch {name} has no pretrained weights; must be none")
     return spec.load_pretrained(Path(cache_dir))

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from elimnet.errors import ConfigError
 from elimnet.models.efficientnet_lite import _init_weights
 from elimnet.models.registry import register_model
 from elimnet.models.staged import StagedNet
@@ -104,17 +105,17 @@ def _check_genome(g: dict) -> None:
                    ("expand", NUM_STAGES), ("kernel", NUM_STAGES)):
         v = g[key]
         if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and x >= 0 for x in v)):
-            raise ValueError(f"arch_args.{key}={v}: must be a list of {n} non-negative integers")
+            raise ConfigError(f"arch_args.{key}={v}: must be a list of {n} non-negative integers")
     if min(g["widths"]) < 1 or min(g["expand"]) < 1 or min(g["strides"]) < 1:
-        raise ValueError(f"arch_args: widths, expand and strides must be >= 1 (got {g})")
+        raise ConfigError(f"arch_args: widths, expand and strides must be >= 1 (got {g})")
     if any(k % 2 == 0 for k in g["kernel"]):
-        raise ValueError(f"arch_args.kernel={g['kernel']}: must be odd sizes")
+        raise ConfigError(f"arch_args.kernel={g['kernel']}: must be odd sizes")
 
 
 def build_simple_effnet(num_classes: int = 1000, **genome) -> StagedNet:
     unknown = set(genome) - set(SEED_GENOME)
     if unknown:
-        raise ValueError(f"arch_args: unknown keys {sorted(unknown)}; allowed: {', '.join(SEED_GENOME)}")
+        raise ConfigError(f"arch_args: unknown keys {sorted(unknown)}; allowed: {', '.join(SEED_GENOME)}")
     g = {**SEED_GENOME, **genome}
     _check_genome(g)
     widths: Sequence[int] = g["widths"]

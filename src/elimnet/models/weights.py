@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from elimnet.errors import CheckpointError, ConfigError
 from elimnet.models.registry import register_model
 from elimnet.models.staged import StagedNet
 
@@ -72,7 +73,7 @@ def pinned(arch: str) -> PinnedWeights:
     try:
         return WEIGHTS[arch]
     except KeyError:
-        raise ValueError(f"model.arch={arch}: has no pinned torchvision weights; "
+        raise ConfigError(f"model.arch={arch}: has no pinned torchvision weights; "
                          f"must be one of {', '.join(sorted(WEIGHTS))}") from None
 
 
@@ -94,7 +95,7 @@ def load_into(model: nn.Module, path: str | Path, arch: str) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as e:  # wrong arch or truncated dict: torch's message is many lines
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{path}: does not fit arch {arch} ({pinned(arch).enum}): {first}") from None
+        raise CheckpointError(f"{path}: does not fit arch {arch} ({pinned(arch).enum}): {first}") from None
     return model
 
 

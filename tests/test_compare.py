@@ -127,8 +127,10 @@ def test_records_from_dvc_exp_show_json():
 def test_write_comparison_files(tmp_path):
     res = write_comparison(two_records(), tmp_path)
     md = (tmp_path / "compare.md").read_text().splitlines()
-    assert md[0].startswith("| name | arch | params (M) | layers | MMACs | cpu bs1 ms | cpu bs64 ms | cpu bs1 faster")
-    assert len(md) == 2 + 3 and "| Elim 2 | resnet18 | 2.000 |" in md[3] and md[3].rstrip().endswith("| ★ |")
+    assert md[0].startswith("| name | arch | n | params (M) | layers | MMACs | cpu bs1 ms | cpu bs64 ms | cpu bs1 "
+                            "faster")
+    assert md[0].endswith("| test F1 delta vs full | verdict (95%) | front |")
+    assert len(md) == 2 + 3 and "| Elim 2 | resnet18 | 1 | 2.000 |" in md[3] and md[3].rstrip().endswith("| ★ |")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "compare.csv").read_text())))
     assert [r["name"] for r in rows] == ["full resnet18", "Elim 2", "LayerPrune k=3 (l1)"]
     assert rows[1]["latency_cpu_bs64_ms"] == "150.0" and rows[0]["reduction_cpu_bs1"] == ""
@@ -145,7 +147,7 @@ def test_markdown_marks_missing_values():
     recs[0].summary = copy.deepcopy(recs[0].summary)
     del recs[0].summary["candidate"]["latency_cpu_bs64_ms"]
     md = to_markdown(comparison_rows(recs))
-    assert "| Elim 2 | resnet18 | 2.000 | 2000 | 20.0 | 5.00 | – |" in md
+    assert "| Elim 2 | resnet18 | 1 | 2.000 | 2000 | 20.0 | 5.00 | – |" in md
 
 
 def test_compare_command_from_saved_exp_show(tmp_path, capsys):
@@ -161,3 +163,129 @@ def test_compare_command_from_saved_exp_show(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "pareto.json", "pareto.png"]
     assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out), "--x", "cpu"]) == 2
     assert "--x=cpu: must be BACKEND:BATCH_SIZE" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- seeds: grouping, CIs, verdicts
+def seeded(name, seed, base_f1, cand_f1, boot_half=None, **over):
+    """One finished experiment of one seed; boot_half: half-width of the paired/bootstrap CIs it reports."""
+    s = summary(10.0, row(2_000_000, 5.0, cand_f1))
+    s["baseline"]["test_macro_f1"] = base_f1
+    s["ratios"]["test_macro_f1_delta"] = cand_f1 - base_f1
+    if boot_half is not None:
+        d = cand_f1 - base_f1
+        s.update(delta_test_macro_f1=d, delta_test_macro_f1_ci=[d - boot_half, d + boot_half])
+        for role, f1 in (("baseline", base_f1), ("candidate", cand_f1)):
+            s[role]["test_macro_f1_ci"] = [f1 - 2 * boot_half, f1 + 2 * boot_half]
+    return ExpRecord(name, params(seed=seed, **over), s)
+
+
+def by_name(rows):
+    return {r["name"]: r for r in rows}
+
+
+def test_experiments_differing_only_in_seed_share_one_row():
+    recs = [seeded(f"e2-{s}", s, b, c, **{"model.elim": 2})
+            for s, b, c in ((42, 0.80, 0.75), (43, 0.82, 0.76), (44, 0.78, 0.74))]
+    recs += [seeded("e3-42", 42, 0.80, 0.70, **{"model.elim": 3}),
+             seeded("e2-lr", 42, 0.60, 0.58, **{"model.elim": 2, "train.lr": 0.1})]  # another recipe
+    rows = comparison_rows(recs)
+    assert [(r["name"], r["n"]) for r in rows] == [("full resnet18", 3), ("full resnet18", 1), ("Elim 2", 3),
+                                                   ("Elim 2", 1), ("Elim 3", 1)]
+    full, elim2 = rows[0], rows[2]
+    assert full["seeds"] == [42, 43, 44] and full["experiment"] == "e2-42,e2-43,e2-44,e3-42".rsplit(",", 1)[0]
+    assert full["test_macro_f1"] == pytest.approx(0.80) and full["test_macro_f1_sd"] == pytest.approx(0.02)
+    half = 4.302652729911275 * 0.02 / 3 ** 0.5  # t(0.975, 2) sd / sqrt(n)
+    assert full["test_macro_f1_ci"] == pytest.approx([0.80 - half, 0.80 + half])
+    assert elim2["test_macro_f1"] == pytest.approx(0.75) and elim2["test_macro_f1_sd"] == pytest.approx(0.01)
+    assert elim2["delta_test_macro_f1"] == pytest.approx(-0.05)
+    assert elim2["delta_test_macro_f1_sd"] == pytest.approx(0.01)
+    assert elim2["test_loss"] == 0.5 and elim2["test_loss_sd"] == 0.0
+    # seed 42's full model appears in two experiments (Elim 2, Elim 3): it is counted once
+    assert rows[0]["n"] == 3 and rows[1]["test_macro_f1"] == 0.60
+
+
+def test_verdicts_over_seeds_follow_the_95_interval():
+    loss = [seeded(f"l{s}", s, 0.80, 0.80 - d, boot_half=0.01, **{"model.elim": 2})
+            for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
+    gain = [seeded(f"g{s}", s, 0.80, 0.80 + d, boot_half=0.01, **{"model.elim": 1})
+            for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
+    noisy = [seeded(f"n{s}", s, 0.80, 0.80 + d, boot_half=0.01, **{"model.elim": 3})
+             for s, d in ((42, -0.03), (43, 0.02), (44, -0.01))]
+    single = [seeded("s42", 42, 0.80, 0.78, boot_half=0.04, **{"model.diet.groups": 2, "model.elim": 0})]
+    old = [seeded("o42", 42, 0.80, 0.70, **{"model.prune.k": 2, "model.elim": 0})]  # no CI in its summary
+    rows = by_name(comparison_rows(loss + gain + noisy + single + old))
+    assert rows["Elim 2"]["verdict"] == "loss" and rows["Elim 2"]["delta_test_macro_f1_ci"][1] < 0
+    assert rows["Elim 1"]["verdict"] == "gain"
+    assert rows["Elim 3"]["verdict"] == "no loss detected"
+    ci = rows["Elim 3"]["delta_test_macro_f1_ci"]
+    assert ci[0] < 0 < ci[1]
+    # the per-seed test-split noise widens the seed-to-seed interval (half-widths in quadrature)
+    t_half = 4.302652729911275 * 0.025166114784235836 / 3 ** 0.5
+    assert (ci[1] - ci[0]) / 2 == pytest.approx((t_half ** 2 + 0.01 ** 2) ** 0.5)
+    assert rows["Diet g=2"]["n"] == 1 and rows["Diet g=2"]["delta_test_macro_f1_ci"] == pytest.approx([-0.06, 0.02])
+    assert rows["Diet g=2"]["verdict"] == "no loss detected"
+    assert rows["LayerPrune k=2 (l1)"]["verdict"] is None  # one seed and no bootstrap CI: nothing to say
+    assert rows["full resnet18"].get("verdict") is None  # the reference itself
+    md = to_markdown(comparison_rows(loss + single + old))
+    assert "as accurate" not in md
+    lines = {ln.split(" | ")[0].lstrip("| "): ln for ln in md.splitlines()[2:]}
+    assert "| 3 |" in lines["Elim 2"] and " ± " in lines["Elim 2"] and lines["Elim 2"].endswith("| loss | – |")
+    assert "-0.055 ± 0.005 [" in lines["Elim 2"]
+    assert "0.780 [0.700, 0.860]" in lines["Diet g=2"] and "no loss detected" in lines["Diet g=2"]
+    assert lines["LayerPrune k=2 (l1)"].endswith("| -0.100 | – | – |")
+
+
+def test_csv_and_pareto_points_carry_the_intervals(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, x, y, **kw: drawn.append((list(x), list(y), kw["yerr"])) or real(self, x, y,
+                                                                                                      **kw))
+    recs = [seeded(f"e{s}", s, 0.80, c, boot_half=0.01, **{"model.elim": 2}) for s, c in ((42, 0.74), (43, 0.76))]
+    write_comparison(recs, tmp_path)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "compare.csv").read_text())))
+    e2 = rows[1]
+    assert e2["name"] == "Elim 2" and e2["n"] == "2" and float(e2["test_macro_f1"]) == pytest.approx(0.75)
+    assert float(e2["test_macro_f1_sd"]) == pytest.approx(0.0141421356)
+    assert float(e2["test_macro_f1_ci_lo"]) < 0.75 < float(e2["test_macro_f1_ci_hi"])
+    # two seeds at -0.06 and -0.04: t(0.975, 1) = 12.7 makes the interval wide; no loss is claimed
+    assert e2["verdict"] == "no loss detected" and float(e2["delta_test_macro_f1_ci_lo"]) < -0.1
+    pts = json.loads((tmp_path / "pareto.json").read_text())
+    assert pts[1]["n"] == 2 and pts[1]["test_macro_f1_ci"] == pytest.approx(
+        [float(e2["test_macro_f1_ci_lo"]), float(e2["test_macro_f1_ci_hi"])])
+    # the plot draws one error bar per point with a CI, from the mean to each end of its interval
+    (xs, ys, (down, up)), = drawn
+    assert ys == pytest.approx([0.80, 0.75]) and up[1] == pytest.approx(pts[1]["test_macro_f1_ci"][1] - 0.75)
+    assert down[1] == pytest.approx(0.75 - pts[1]["test_macro_f1_ci"][0])
+
+
+def test_mlflow_metrics_round_trip_keeps_the_intervals():
+    from elimnet.report.records import _unflatten_metrics
+    from elimnet.track.mlflow_log import _flat_metrics
+
+    s = seeded("e", 42, 0.80, 0.74, boot_half=0.01).summary
+    s["mcnemar_p"] = 0.03
+    flat = _flat_metrics({k: s[k] for k in ("baseline", "candidate", "ratios", "delta_test_macro_f1",
+                                            "delta_test_macro_f1_ci", "mcnemar_p")})
+    assert flat["delta_test_macro_f1_ci_lo"] == pytest.approx(-0.07) and flat["mcnemar_p"] == 0.03
+    assert flat["candidate.test_macro_f1_ci_hi"] == pytest.approx(0.76)
+    back = _unflatten_metrics(flat)
+    assert back["delta_test_macro_f1_ci"] == pytest.approx([-0.07, -0.05]) and back["mcnemar_p"] == 0.03
+    assert back["candidate"]["test_macro_f1_ci"] == pytest.approx([0.72, 0.76])
+    assert back["candidate"]["test_macro_f1"] == pytest.approx(0.74)
+
+
+def test_compare_command_groups_seeds_from_exp_show(tmp_path, capsys):
+    from elimnet.cli import main
+
+    recs = [seeded(f"e2-{s}", s, 0.80, 0.80 - d, boot_half=0.01, **{"model.elim": 2})
+            for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(dvc_show(recs)))
+    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(tmp_path / "r")]) == 0
+    text = capsys.readouterr().out
+    assert "3 experiments, 2 rows" in text
+    assert "test macro-F1 vs the full model at 95%: Elim 2 (n=3): loss" in text
+    assert "| Elim 2 | resnet18 | 3 |" in text and "| full resnet18 | resnet18 | 3 |" in text

@@ -38,5 +38,5 @@ def test_folder_source_through_every_stage(tmp_path):
     for role in ("baseline", "candidate"):  # evaluated on exactly the prepared test split
         rows = (m / role / "predictions.csv").read_text().splitlines()[1:]
         assert len(rows) == data["splits"]["test"]["size"]
-        assert {r.split(",")[0] for r in rows} <= {"apple", "kiwi", "plum"}
+        assert {r.split(",")[1] for r in rows} <= {"apple", "kiwi", "plum"}  # index,actual,predicted
     assert json.loads((m / "summary.json").read_text())["ratios"]["params"] < 1.0  # elim=2 cut the top

@@ -92,6 +92,9 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
     assert mt["candidate.test_macro_f1"] == pytest.approx(0.49) and mt["baseline.test_acc"] == pytest.approx(0.6)
     assert mt["candidate.latency_cpu_bs1_ms"] == 2.0 and mt["ratios.latency_reduction_cpu_bs1"] == 0.75
     assert mt["ratios.params"] == pytest.approx(summary["candidate"]["params"] / summary["baseline"]["params"])
+    # the paired statistics: both roles predicted the same (a->a, b->c), so the delta is 0 with CI [0, 0]
+    assert mt["delta_test_macro_f1"] == 0.0 and mt["mcnemar_p"] == 1.0
+    assert (mt["delta_test_macro_f1_ci_lo"], mt["delta_test_macro_f1_ci_hi"], mt["delta_test_acc_ci_hi"]) == (0, 0, 0)
     hist = client.get_metric_history(rid, "candidate.curve.val_macro_f1")
     assert [(h.step, round(h.value, 4)) for h in sorted(hist, key=lambda h: h.step)] == [(1, 0.4), (2, 0.52)]
     # tags
@@ -125,3 +128,4 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
     rows = comparison_rows(records)
     assert [r["name"] for r in rows] == ["full resnet18 (empty)", "empty Elim 3"]
     assert rows[1]["params"] == summary["candidate"]["params"] and rows[1]["reduction_cpu_bs1"] == 0.75
+    assert rows[1]["delta_test_macro_f1_ci"] == [0.0, 0.0] and rows[1]["verdict"] == "no loss detected"

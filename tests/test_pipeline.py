@@ -60,6 +60,45 @@ def test_mlflow_holds_the_run_metrics(tiny_run):
     assert sorted(s.step for s in steps) == [1, 2]
 
 
+def test_evaluate_and_report_write_intervals(tiny_run):
+    from elimnet.train import stats
+
+    m = tiny_run / "metrics"
+    ev = {r: json.loads((m / r / "eval.json").read_text()) for r in ("baseline", "candidate")}
+    preds = {r: (m / r / "predictions.csv").read_text().splitlines() for r in ev}
+    for r, e in ev.items():
+        assert preds[r][0] == "index,actual,predicted" and len(preds[r]) == 1 + e["images"]
+        assert [int(ln.split(",")[0]) for ln in preds[r][1:]] == list(range(e["images"]))
+        for key in ("test_acc", "test_macro_f1"):
+            lo, hi = e[f"{key}_ci"]
+            assert 0.0 <= lo <= e[key] <= hi <= 1.0
+        assert e["bootstrap"] == {"resamples": 1000, "seed": 42, "level": 0.95}
+        assert sum(e["per_class_support"].values()) == e["images"]
+        assert set(e["per_class_f1"]) == set(e["per_class_support"]) == set(e["classes"])
+        assert e["small_classes"] == e["classes"]  # a few test images per class: every class is flagged
+    s = json.loads((m / "summary.json").read_text())
+    assert s["delta_test_macro_f1"] == pytest.approx(s["ratios"]["test_macro_f1_delta"])
+    assert s["delta_test_acc"] == pytest.approx(s["ratios"]["test_acc_delta"])
+    for key in ("delta_test_macro_f1_ci", "delta_test_acc_ci"):
+        assert s[key][0] <= s[key.removesuffix("_ci")] <= s[key][1]
+    assert 0.0 < s["mcnemar_p"] <= 1.0 and s["paired_images"] == ev["baseline"]["images"]
+    assert s["candidate"]["test_macro_f1_ci"] == ev["candidate"]["test_macro_f1_ci"]
+    # the summary's figures are the paired bootstrap of the two prediction files, seeded by `seed`
+    names = sorted(set(ev["baseline"]["classes"]))
+    y, a, b = ([names.index(ln.split(",")[col]) for ln in preds[r][1:]]
+               for r, col in (("baseline", 1), ("baseline", 2), ("candidate", 2)))
+    assert s["delta_test_macro_f1_ci"] == stats.paired_bootstrap(y, a, b, 1000, 42)["delta_macro_f1_ci"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tiny_run}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+    mt = run.data.metrics
+    assert mt["mcnemar_p"] == pytest.approx(s["mcnemar_p"])
+    assert [mt["delta_test_macro_f1_ci_lo"], mt["delta_test_macro_f1_ci_hi"]] == pytest.approx(
+        s["delta_test_macro_f1_ci"])
+    assert mt["candidate.test_acc_ci_hi"] == pytest.approx(ev["candidate"]["test_acc_ci"][1])
+
+
 def test_bad_params_fail_in_one_line_and_leave_nothing(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"model": {"elim": 7}}))
     rc = run_stage_script("prepare", ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "data"),

@@ -75,6 +75,8 @@ CORE: dict[str, Field] = {
     "train.channels_last": Field(True, is_bool, "NHWC memory format (faster on CPU)"),
     "train.threads": Field(None, int_range(1, optional=True), "torch CPU threads (null = torch default)"),
     "train.eval_batch_size": Field(128, int_range(1), "evaluation batch size"),
+    "train.bootstrap": Field(1000, int_range(1000), "bootstrap resamples of the test images for 95% CIs "
+                             "(evaluate, report; seeded by `seed`)"),
     "train.kd.alpha": Field(0.0, num_range(0.0, 1.0), "distillation weight (0 = plain finetune)"),
     "train.kd.temperature": Field(4.0, num_range(0.0, lo_open=True), "distillation temperature"),
     "train.distributed": Field(1, int_range(1), "processes for torchrun DDP (1 = single process)"),

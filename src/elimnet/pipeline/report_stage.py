@@ -7,15 +7,43 @@ from pathlib import Path
 
 from elimnet.bench import BACKENDS
 from elimnet.config import Config
+from elimnet.errors import StageError
 from elimnet.io import atomic_path, read_json, write_json
 from elimnet.track import git_commit, log_run, tracking_uri
 
 ROLES = ("baseline", "candidate")
+# summary.json's paired statistics, logged to MLflow under the same names (a [lo, hi] as _lo / _hi)
+PAIRED = ("delta_test_macro_f1", "delta_test_macro_f1_ci", "delta_test_acc", "delta_test_acc_ci", "mcnemar_p")
 
 
 def _read_history(path: Path) -> list[dict]:
     with open(path) as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_predictions(path: Path) -> dict[int, tuple[str, str]]:
+    """{index: (actual, predicted)} from evaluate's predictions.csv (row order when there is no index column)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {int(r["index"]) if "index" in r else i: (r["actual"], r["predicted"]) for i, r in enumerate(rows)}
+
+
+def paired_test_stats(baseline: dict, candidate: dict, resamples: int, seed: int) -> dict:
+    """Candidate minus baseline on the same test images: paired bootstrap CIs and McNemar's exact p."""
+    from elimnet.train import stats
+
+    if baseline.keys() != candidate.keys() or any(baseline[i][0] != candidate[i][0] for i in baseline):
+        raise StageError("metrics/{baseline,candidate}/predictions.csv: the two models were not evaluated on the "
+                         "same test images (index or actual differ); rerun both evaluate stages")
+    order = sorted(baseline)
+    names = {n: i for i, n in enumerate(sorted({v for i in order for v in (*baseline[i], candidate[i][1])}))}
+    y = [names[baseline[i][0]] for i in order]
+    a, b = [names[baseline[i][1]] for i in order], [names[candidate[i][1]] for i in order]
+    d = stats.paired_bootstrap(y, a, b, resamples, seed)
+    return {"delta_test_macro_f1": d["delta_macro_f1"], "delta_test_macro_f1_ci": d["delta_macro_f1_ci"],
+            "delta_test_acc": d["delta_acc"], "delta_test_acc_ci": d["delta_acc_ci"],
+            "mcnemar_p": stats.mcnemar_p(y, a, b), "paired_images": len(order),
+            "bootstrap": {"resamples": resamples, "seed": seed, "level": stats.LEVEL}}
 
 
 def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], latency: dict) -> dict:
@@ -24,7 +52,8 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
         p = structure[part]
         row = {"params": p["params"], "macs": p["macs"], "layers": p["layers"],
                **{k: v for k, v in train[role].items() if k.startswith(("train_", "val_"))},
-               **{k: evals[role][k] for k in ("test_loss", "test_acc", "test_macro_f1")}}
+               **{k: evals[role][k] for k in ("test_loss", "test_acc", "test_macro_f1")},
+               **{k: evals[role][k] for k in ("test_acc_ci", "test_macro_f1_ci") if k in evals[role]}}
         for dev in BACKENDS:  # cpu, cuda, onnx, compile; unmeasured ones are null
             for bs, stats in (latency.get(dev) or {}).items():
                 row[f"latency_{dev}_bs{bs}_ms"] = stats[role]["median_ms"]
@@ -70,13 +99,16 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
     evals = {r: read_json(m / r / "eval.json") for r in ROLES}
     histories = {r: _read_history(m / r / "history.csv") for r in ROLES}
     summary = summarize(structure, train, evals, latency)
+    summary.update(paired_test_stats(*(read_predictions(m / r / "predictions.csv") for r in ROLES),
+                                     cfg["train.bootstrap"], cfg["seed"]))
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
     if cfg["mlflow.enabled"]:
         run_name = os.environ.get("DVC_EXP_NAME") or "workspace"
         params = {k: v for k, v in cfg.flat().items() if not k.startswith("mlflow.")}
         metrics = {"baseline": summary["baseline"], "candidate": summary["candidate"], "ratios": summary["ratios"],
-                   "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)}}
+                   "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)},
+                   **{k: summary[k] for k in PAIRED}}
         artifacts = [out, plot_path, m / "structure.json", m / "latency.json", m / "data.json",
                      *(m / r / f for r in ROLES for f in ("eval.json", "history.csv", "predictions.csv"))]
         import matplotlib.pyplot as plt

@@ -118,6 +118,9 @@ def cmd_compare(args) -> int:
     print(Path(res["files"][0]).read_text(), end="")
     print(f"{len(records)} experiments, {len(res['rows'])} rows, Pareto front: "
           + ", ".join(res["rows"][i]["name"] for i in res["front"]))
+    verdicts = [f"{r['name']} (n={r['n']}): {r['verdict']}" for r in res["rows"] if r.get("verdict")]
+    if verdicts:
+        print("test macro-F1 vs the full model at 95%: " + "; ".join(verdicts))
     if skipped:
         print(f"skipped (no metrics/summary.json): {', '.join(skipped)}")
     print("wrote " + ", ".join(res["files"]))

@@ -86,12 +86,29 @@ def _typed(v: str) -> Any:
         return v
 
 
+def _rejoin_cis(d: dict[str, Any]) -> dict[str, Any]:
+    """MLflow holds a CI [lo, hi] as KEY_lo and KEY_hi (track._flat_metrics): back to KEY: [lo, hi]."""
+    out = {}
+    for k, v in d.items():
+        base = k[:-3]
+        if k.endswith("_lo") and f"{base}_hi" in d:
+            out[base] = [v, d[f"{base}_hi"]]
+        elif not (k.endswith("_hi") and f"{base}_lo" in d):
+            out[k] = v
+    return out
+
+
 def _unflatten_metrics(metrics: dict[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    top = {}
     for k, v in metrics.items():
         head, _, rest = k.partition(".")
         if head in ("baseline", "candidate", "ratios") and rest and "." not in rest:
             out.setdefault(head, {})[rest] = v
+        elif not rest and (head.startswith("delta_") or head == "mcnemar_p"):  # the report's paired statistics
+            top[head] = v
+    out = {k: _rejoin_cis(v) for k, v in out.items()}
+    out.update(_rejoin_cis(top))
     return out
 
 

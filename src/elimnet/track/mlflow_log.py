@@ -118,6 +118,8 @@ def _flat_metrics(d: dict, prefix: str = "") -> dict[str, float]:
             out.update(_flat_metrics(v, key + "."))
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:  # drop NaN
             out[key] = float(v)
+        elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+            out[f"{key}_lo"], out[f"{key}_hi"] = float(v[0]), float(v[1])  # a confidence interval
     return out
 
 

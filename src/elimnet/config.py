@@ -26,6 +26,11 @@ def _archs():
     return list_models()
 
 
+def _arch(v):  # a registered arch or timm/<name>
+    from elimnet.models import check_arch
+    return check_arch(v)
+
+
 def _sources():
     from elimnet.data import list_sources
     return list_sources()
@@ -57,7 +62,7 @@ SCHEMA: dict[str, Field] = {
     "data.taco.images": Field("original", one_of(["original", "640"]),
                               "TACO photos fetched: original size or Flickr's 640 px copies (fast)"),
     # model --------------------------------------------------------------------------
-    "model.arch": Field("efficientnet_lite0", one_of(_archs), "backbone"),
+    "model.arch": Field("efficientnet_lite0", _arch, "backbone (or timm/<name>)"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
     "model.elim": Field(2, int_range(0), "ELimNet: number of top stages removed"),
     "model.neck": Field(0, num_range(0.0, 16.0), "fresh 1x1 conv C->r*C after the cut (0 = off)"),

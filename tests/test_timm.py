@@ -148,6 +148,23 @@ def test_config_accepts_timm_archs():
     assert spec.has_pretrained and not spec.offline and spec.weights_name == "timm/resnet10t.c3_in1k"
 
 
+def test_saved_candidate_replays(tmp_path):
+    """All four compressions planned from params on a timm arch; the saved file rebuilds without timm weights."""
+    from elimnet.checkpoint import load_model, model_config, save_model
+    from elimnet.compress import plan_and_apply
+
+    cfg = validate({"model.arch": "timm/lcnet_050", "model.weights": "none", "model.elim": 1, "model.prune.k": 2,
+                    "model.diet.groups": 2, "model.filter.ratio": 0.25})
+    torch.manual_seed(0)
+    ctx = CompressContext(arch=cfg["model.arch"], image_size=SIZE, num_classes=CLASSES)
+    model, steps = plan_and_apply(create_model(cfg["model.arch"]), cfg, ctx)
+    assert [s["name"] for s in steps] == ["classifier", "elim", "layerprune", "diet", "filter"]
+    save_model(tmp_path / "m.pt", model, model_config(cfg["model.arch"], steps))
+    loaded, config = load_model(tmp_path / "m.pt")
+    assert config["arch"] == "timm/lcnet_050" and count_params(loaded) == count_params(model)
+    torch.testing.assert_close(run(loaded), run(model))
+
+
 def _fake_hub(tmp_path, calls, state: dict, revision="0123abcd" * 5):
     """A stand-in for huggingface_hub.hf_hub_download serving one local file (no network)."""
     from safetensors.torch import save_file

@@ -343,6 +343,7 @@ def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[
     if not ok:
         raise _fail(name, "the stage view does not reproduce timm's logits (its head is not a sequence of "
                           "modules); no stage view")
+    net.train()  # like every freshly built model
     return net, [f or "stem" for f, _ in kept]
 
 
@@ -407,7 +408,7 @@ def build(name: str, pretrained_file: Path | None = None) -> StagedNet:
 @functools.lru_cache(maxsize=None)
 def timm_spec(arch: str):
     """The ArchSpec of `timm/<name>` (built once per process to find its stages)."""
-    from elimnet.models.registry import ArchSpec
+    from elimnet.models.registry import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
     bad = check_name(arch)
     if bad:
         raise ConfigError(f"model.arch={arch}: must be {bad}")
@@ -421,10 +422,10 @@ def timm_spec(arch: str):
     def load_pretrained(cache_dir: Path) -> StagedNet:
         return build(name, fetch_weights(name, cache_dir))
 
-    module = type(model).__module__.rsplit(".", 1)[-1]
+    module = timm.models.model_entrypoint(name.split(".")[0]).__module__.rsplit(".", 1)[-1]  # its timm file
     return ArchSpec(name=arch, family=f"timm/{module}", build=functools.partial(build, name),
                     num_stages=len(stage_names), stage_names=tuple(stage_names),
-                    mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
                     load_pretrained=load_pretrained if hf_id else None,
                     weights_name=hf_id, weights_url=f"https://huggingface.co/{hf_id}" if hf_id else None,
                     meta={"timm": name, "timm_version": timm.__version__})

@@ -223,8 +223,9 @@ def _try(fn) -> str:
     try:
         return fn()
     except Exception as e:  # noqa: BLE001 - the table reports what fails and why
-        first = (str(e).strip().splitlines() or [""])[0]
-        return f"no ({type(e).__name__}: {first[:90]})"
+        first = (str(e).strip().splitlines() or [""])[0].replace("model.diet.groups=2: ", "").replace("|", "/")
+        first = first if len(first) <= 80 else first[:79] + "…"
+        return f"no: {first}" if isinstance(e, ConfigError) else f"no ({type(e).__name__}: {first})"
 
 
 def table_row(name: str) -> str:
@@ -242,7 +243,7 @@ def table_row(name: str) -> str:
     def do_prune():
         cands = candidates(net)
         if not cands:
-            return "no candidates"
+            return "none (no block keeps its shape)"
         ctx = CompressContext(arch=f"timm/{name}", image_size=SIZE, num_classes=CLASSES)
         scores, _ = score_blocks(net, "l1", [b.path for b in cands], ctx, progress=False)
         run(layerprune(net, select_k(scores, 1))[0])

@@ -284,8 +284,8 @@ def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet |
     if not (cfg["model.elim"] or cfg["model.neck"]):
         return None
     from elimnet.compress.elim import apply_classifier
-    from elimnet.models import create_model, list_models
-    if ctx.arch not in list_models():
+    from elimnet.models import create_model, has_model
+    if not has_model(ctx.arch):  # registered or timm/<name>
         return None
     full, _ = apply_classifier(create_model(ctx.arch, pretrained=False), ctx.num_classes)
     return full

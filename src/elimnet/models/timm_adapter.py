@@ -3,7 +3,7 @@
 timm lists each model's stage boundaries in `feature_info` (module path, width, reduction).
 The adapter turns a `timm.create_model(name)` into a `StagedNet` that shares its modules:
 
-1. One traced forward (hooks on every module, 64 px, eval mode) records what each module is
+1. One traced forward (hooks on every module, 64 px, eval mode, random image) records what each module is
    called with, in which order, and what it returns.
 2. `forward_features` is unrolled into a flat list of blocks: a module is opened up into its
    called children when it is a container (no weights of its own, no single layers among its
@@ -28,6 +28,7 @@ revision and reject a file whose sha256 differs. A pin written there by hand win
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -200,7 +201,7 @@ def _pool(name: str, path: str, m: nn.Module) -> nn.Module:
     if isinstance(m, SelectAdaptivePool2d) and m.pool_type in ("avg", "max", "avgmax", "fast", "fastavg"):
         return SelectAdaptivePool2d(pool_type=m.pool_type, flatten=False)
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and m.output_size in (1, (1, 1)):
-        return m
+        return copy.deepcopy(m)  # the head and the view's pool each get their own
     raise _fail(name, f"cannot use {path} ({type(m).__name__}) as the global pool: must be an average/max "
                       "SelectAdaptivePool2d or AdaptiveAvg/MaxPool2d(1)")
 
@@ -211,7 +212,7 @@ def _act_layer(stages: list[nn.Module]) -> type[nn.Module]:
             kind = type(m).__name__.lower()
             if kind in _ACTS:
                 return _ACTS[kind]
-            if kind in ("gelu", "geludanh", "gelutanh"):
+            if kind in ("gelu", "gelutanh"):
                 return GELU
     return nn.ReLU
 

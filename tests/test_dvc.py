@@ -81,4 +81,4 @@ def test_exp_run_reruns_only_candidate_stages(repo):
     _run(["git", "commit", "-qm", "lock"], repo)
     out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "model.elim=3"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"compress", "finetune_candidate", "evaluate@candidate", "benchmark", "report"}, out
+    assert ran == {"params", "compress", "finetune_candidate", "evaluate@candidate", "benchmark", "report"}, out

@@ -28,6 +28,11 @@ def _archs():
     return list_models()
 
 
+def _arch(v):  # a registered arch or timm/<name>
+    from elimnet.models import check_arch
+    return check_arch(v)
+
+
 def _sources():
     from elimnet.data import list_sources
     return list_sources()
@@ -57,7 +62,7 @@ CORE: dict[str, Field] = {
     "data.taco.images": Field("original", one_of(["original", "640"]),
                               "TACO photos fetched: original size or Flickr's 640 px copies (fast)"),
     # model --------------------------------------------------------------------------
-    "model.arch": Field("efficientnet_lite0", one_of(_archs), "backbone"),
+    "model.arch": Field("efficientnet_lite0", _arch, "backbone (or timm/<name>)"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
     "model.block": Field("standard", one_of(["standard", "se", "condconv"]), "simple_effnet block type"),
     "model.experts": Field(4, int_range(1, 64), "CondConv experts per layer (model.block=condconv)"),

@@ -90,8 +90,30 @@ def prune_history(model: StagedNet, ratio: float, importance: str = "l1", ctx=No
         _accumulate_taylor_grads(work, ctx)
     pruner = tp.pruner.MetaPruner(work, _example(), importance=imp, pruning_ratio=ratio, global_pruning=False,
                                   ignored_layers=[linears(work.classifier)[-1]] + involution_layers(work))
-    pruner.step()
+    try:
+        pruner.step()
+        with torch.no_grad():
+            work(_example())  # DepGraph can leave layers it does not follow at their old widths
+    except (RuntimeError, IndexError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ConfigError(f"model.filter.ratio={ratio}: torch-pruning cannot narrow this model consistently "
+                          f"({type(e).__name__}: {first}){_unknown_layers(model)}; must be 0 for this arch "
+                          "(model.diet / model.prune / model.elim still apply)") from None
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+
+
+_KNOWN = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
+
+
+def _unknown_layers(model: nn.Module, n: int = 3) -> str:
+    """The first layers with weights of a type DepGraph has no rule for (e.g. timm's LayerNorm2d)."""
+    def known(m):  # subclasses that only add an activation (timm's BatchNormAct2d) prune like their base
+        own = {k for k, p in m._parameters.items() if p is not None}
+        return type(m) in _KNOWN or (isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and own <= {"weight", "bias"})
+    odd = [f"{path} ({type(m).__name__})" for path, m in model.named_modules()
+           if any(p is not None for p in m._parameters.values()) and not known(m)]
+    return f"; layers it may not follow: {', '.join(odd[:n])}" + (f" and {len(odd) - n} more" if len(odd) > n
+                                                                       else "") if odd else ""
 
 
 def apply_filter(model: StagedNet, ratio: float, importance: str, history: list[list]) -> tuple[StagedNet, dict]:

@@ -282,9 +282,9 @@ def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet |
     if not (cfg["model.elim"] or cfg["model.neck"]):
         return None
     from elimnet.compress.elim import apply_classifier
-    from elimnet.models import create_model, list_models
+    from elimnet.models import create_model, has_model
     from elimnet.models.registry import params_arch_args
-    if ctx.arch not in list_models():
+    if not has_model(ctx.arch):  # registered or timm/<name>
         return None
     base = create_model(ctx.arch, pretrained=False, arch_args=params_arch_args(ctx.arch, cfg))  # e.g. model.experts
     full, _ = apply_classifier(base, ctx.num_classes)

@@ -61,11 +61,30 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+TIMM_PREFIX = "timm/"  # model.arch=timm/<name>: any timm model with feature_info (models/timm_adapter.py)
+
+
+def check_arch(name) -> str | None:
+    """None when `name` is a registered arch or timm/<a model timm knows>, else what is allowed."""
+    if name in _REGISTRY:
+        return None
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from elimnet.models.timm_adapter import check_name
+        return check_name(name)
+    return f"one of {', '.join(list_models())} or timm/<name> (a timm model with feature_info)"
+
+
+def has_model(name: str) -> bool:
+    return check_arch(name) is None
+
+
 def get_spec(name: str) -> ArchSpec:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from elimnet.models.timm_adapter import timm_spec  # lazy: timm is imported only for timm archs
+        return timm_spec(name)
+    raise ConfigError(f"model.arch={name}: must be {check_arch(name)}")
 
 
 def params_arch_args(name: str, cfg) -> dict | None:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from elimnet.compress.imprint import blocks_of, fit_head, imprint_scan, preceding
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.errors import ConfigError
-from elimnet.models.staged import StagedNet
+from elimnet.models.staged import StagedNet, eval_mode
 
 BATCH_SIZE = 32  # images per batch for data-dependent criteria (model.prune.batches of them)
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
@@ -176,10 +176,8 @@ def taylor_values(model: StagedNet, blocks: list[str], split: TensorSplit, norma
     params = [m.weight for ls in layers.values() for m in ls]
     acc = [torch.zeros(w.shape[0]) for w in params]
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()  # frozen BN statistics: planning must not change the model
     n = 0
-    try:
+    with eval_mode(model):  # frozen BN statistics: planning must not change the model
         gen = torch.Generator().manual_seed(seed)
         it = iterate_batches(split, batch_size, normalize, shuffle=True, generator=gen)
         for x, y in tqdm(it, total=min(batches, math.ceil(len(split) / batch_size)), desc="taylor",
@@ -193,8 +191,6 @@ def taylor_values(model: StagedNet, blocks: list[str], split: TensorSplit, norma
                 if g is not None:
                     a += (w.detach() * g).flatten(1).sum(1).abs().float().cpu()
             n += 1
-    finally:
-        model.train(was)
     out, i = {}, 0
     for path, ls in layers.items():
         out[path] = [(layer_type(m), float(acc[i + j].mean()) / max(n, 1)) for j, m in enumerate(ls)]
@@ -219,16 +215,14 @@ def activation_values(model: StagedNet, blocks: list[str], split: TensorSplit, n
                 calls[key] = calls.get(key, 0) + out.shape[0]  # a module called twice (BasicBlock.relu) counts twice
             hooks.append(m.register_forward_hook(hook))
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
     try:
-        for x, _ in tqdm(iterate_batches(split.subset(batches * batch_size), batch_size, normalize),
-                         desc="activation", unit="batch", disable=not progress, leave=False):
-            model.forward_features(x.to(device))
+        with eval_mode(model):
+            for x, _ in tqdm(iterate_batches(split.subset(batches * batch_size), batch_size, normalize),
+                             desc="activation", unit="batch", disable=not progress, leave=False):
+                model.forward_features(x.to(device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
     return {path: [("act", float(v.mean()) / calls[key]) for key, v in sums.items() if key[0] == path]
             for path in blocks}
 

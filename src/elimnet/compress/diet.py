@@ -24,7 +24,7 @@ from torch import nn
 from elimnet.compress.base import register_transform
 from elimnet.checks import Field, int_range, is_int
 from elimnet.errors import ConfigError
-from elimnet.models.staged import StagedNet, count_params, linears, replace_module
+from elimnet.models.staged import StagedNet, count_params, eval_mode, linears, replace_module
 
 SLICEABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 TRACE_SIZE = 64  # px of the dummy image; adaptive pools make the widths size-independent
@@ -156,10 +156,8 @@ def trace_cuts(model: StagedNet, groups: int, keep_early: bool | str = False,
                 return _sliced_module(cut, groups, 0, clone=False)(x)  # only the shape matters here
             m.forward = forward  # an instance attribute shadows the class's forward until deleted
             patched.append(m)
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, in_chans, image_size, image_size))
     except RuntimeError as e:  # e.g. an addition of a full-width and a sliced tensor
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -170,7 +168,6 @@ def trace_cuts(model: StagedNet, groups: int, keep_early: bool | str = False,
     finally:
         for m in patched:
             del m.forward  # back to the class's forward
-        model.train(was)
     return list(cuts.values())
 
 

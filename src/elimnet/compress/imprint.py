@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
-from elimnet.models.staged import StagedNet
+from elimnet.models.staged import StagedNet, eval_mode
 
 VARIANTS = ("normalized", "raw")  # class means L2-normalised (Qi et al.) or not (the seed's formula)
 HEAD_SCALE = 10.0  # logit scale of the imprinted cosine head: softmax neither flat nor one-hot
@@ -171,17 +171,12 @@ def imprint_scan(model: StagedNet, imprint_split: TensorSplit, eval_split: Tenso
                     h.imprint(emb, y) if phase == "imprint" else h.score(emb, y)
             bar.update(len(y))
 
-    was = model.training
-    model.eval()
-    try:
-        with tqdm(total=len(imprint_split) + len(eval_split), desc="imprint", unit="img",
-                  disable=not progress, mininterval=1.0, leave=False) as bar:
-            run(imprint_split, "imprint", bar)
-            for h in heads.values():
-                h.finish()
-            run(eval_split, "score", bar)
-    finally:
-        model.train(was)
+    with eval_mode(model), tqdm(total=len(imprint_split) + len(eval_split), desc="imprint", unit="img",
+                                disable=not progress, mininterval=1.0, leave=False) as bar:
+        run(imprint_split, "imprint", bar)
+        for h in heads.values():
+            h.finish()
+        run(eval_split, "score", bar)
 
     def pick(v: str, kind: str) -> dict[str, float]:
         return {k[1]: h.accuracy for (vv, k), h in heads.items() if vv == v and isinstance(k, tuple) and k[0] == kind}
@@ -212,14 +207,12 @@ def fit_head(model: StagedNet, split: TensorSplit, normalize: Normalizer, num_cl
 
     Classes absent from `split` get a zero weight (logit 0), so the loss stays finite."""
     fitted = copy.deepcopy(model)
-    was = model.training
-    fitted.eval()
     sums, counts = None, torch.zeros(num_classes)
-    for x, y in iterate_batches(split, batch_size, normalize):
-        emb = embed(fitted.forward_pooled(x.to(device))).cpu()
-        sums = torch.zeros(num_classes, emb.shape[1]) if sums is None else sums
-        sums.index_add_(0, y, emb)
-        counts += torch.bincount(y, minlength=num_classes).float()
+    with eval_mode(fitted):
+        for x, y in iterate_batches(split, batch_size, normalize):
+            emb = embed(fitted.forward_pooled(x.to(device))).cpu()
+            sums = torch.zeros(num_classes, emb.shape[1]) if sums is None else sums
+            sums.index_add_(0, y, emb)
+            counts += torch.bincount(y, minlength=num_classes).float()
     fitted.classifier = nn.Sequential(ImprintedHead(sums / counts.clamp(min=1).unsqueeze(1))).to(device)
-    fitted.train(was)
     return fitted

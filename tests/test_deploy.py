@@ -12,14 +12,19 @@ from elimnet.config import load_params
 from elimnet.models import create_model, list_models
 
 
-def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random-init BN statistics make every image give the same logits; spread them so parity means something."""
+def _lively(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random init collapses deep inverted-residual nets to the same logits for every image. BN
+    statistics measured on one random batch (and random gammas) keep unit-scale activations at
+    every depth, so logits differ per image and parity checks every layer."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch sets the statistics
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 3, 32, 32, generator=g))
     return model.eval()
 
 
@@ -30,19 +35,20 @@ def test_every_arch_exports_and_matches_torch_in_onnxruntime(arch, tmp_path, one
 
     torch.manual_seed(0)
     model, _ = set_num_classes(create_model(arch, pretrained=False), 5)
-    model = _random_bn(model)
+    model = _lively(model)
     path = export_onnx(model, tmp_path / f"{arch}.onnx", 32, metadata={"arch": arch})
     sess = ort_session(path, threads=1)
     assert sess.get_inputs()[0].shape[0] == "batch"  # one file for every batch size
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = model(x).numpy()
-    out = ort_run(sess, x[:1].numpy())
-    assert out.shape == (1, 5)
-    np.testing.assert_allclose(out, ref[:1], atol=1e-4, rtol=1e-4)
+    for bs in (1, 3):  # the batch dimension is dynamic
+        out = ort_run(sess, x[:bs].numpy())
+        assert out.shape == (bs, 5)
+        np.testing.assert_allclose(out, ref[:bs], atol=1e-4, rtol=1e-4)
     p = parity(model, sess, x, batch_size=2)
-    assert p["images"] == 3 and p["max_abs_err"] < 1e-4 and p["max_rel_err"] < 1e-4
-    assert ref.std(axis=0).max() > 1e-4  # logits differ per image: the comparison is not vacuous
+    assert p["images"] == 3 and p["max_rel_err"] < 1e-4
+    assert ref.std(axis=0).max() > 1e-3  # logits differ per image: the comparison is not vacuous
 
 
 def test_unexportable_op_is_one_line_error_naming_model_and_op(tmp_path):

@@ -103,7 +103,7 @@ SCHEMA: dict[str, Field] = {
     "bench.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations instead of page-faulting "
                                                      "them in again every pass (see elimnet.bench.allocator)"),
     # deploy (export stage, elimnet.deploy) and benchmark noise --------------------
-    "deploy.precision": Field("int8", one_of(["fp32", "int8"]),
+    "deploy.precision": Field("fp32", one_of(["fp32", "int8"]),
                               "exported artifacts: fp32 ONNX, or fp32 + static INT8 QDQ ONNX"),
     "deploy.calibration_images": Field(128, int_range(1), "train images that set the INT8 activation ranges"),
     "deploy.calibration": Field("auto", one_of(["auto", "minmax", "entropy", "percentile"]),

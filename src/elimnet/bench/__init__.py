@@ -4,5 +4,5 @@ Kept free of torch imports so that the report code can read benchmark results wi
 """
 
 # Latency backends, in the order they are measured and reported (keys of metrics/latency.json):
-# eager PyTorch CPU, eager CUDA, ONNX Runtime CPU, torch.compile on CPU.
-BACKENDS = ("cpu", "cuda", "onnx", "compile")
+# eager PyTorch CPU, eager CUDA, ONNX Runtime CPU (fp32, and static INT8 QDQ), torch.compile on CPU.
+BACKENDS = ("cpu", "cuda", "onnx", "ort_int8", "compile")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from elimnet.bench import BACKENDS
 from elimnet.bench.allocator import allocator_state
+from elimnet.bench.hardware import hardware_block, pct_of_peak
 from elimnet.bench.latency import bench_input, cuda_available, paired_reduction, time_runners, torch_runner
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
 from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, onnxruntime_version, ort_runner, ort_session
@@ -46,6 +47,10 @@ def unavailable_backends(cfg: Config) -> dict[str, str]:
         out["onnx"] = "bench.onnx=false"
     elif onnxruntime_version() is None:
         out["onnx"] = "onnxruntime is not installed"
+    if cfg["deploy.precision"] != "int8":
+        out["ort_int8"] = f"deploy.precision={cfg['deploy.precision']}"
+    elif onnxruntime_version() is None:
+        out["ort_int8"] = "onnxruntime is not installed"
     if not cfg["bench.compile"]:
         out["compile"] = "bench.compile=false"
     return out
@@ -87,6 +92,19 @@ def _backend(name: str, models: dict[str, torch.nn.Module], cfg: Config, image_s
             prof[n]["onnx_file_bytes"] = onnx_file_bytes(path)
             sessions[n] = ort_session(path, threads)
         yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+    elif name == "ort_int8":
+        from elimnet.deploy.quantize import quantize
+
+        # Static QDQ as the export stage ships it; latency depends on the graph, not on the scales,
+        # so random calibration batches (MinMax) stand in for the train images here.
+        calib = [bench_input(4, image_size, cfg["seed"] + i).numpy() for i in range(2)]
+        sessions = {}
+        for n, m in models.items():
+            fp32 = export_onnx(m, workdir / f"{n}.int8src.onnx", image_size, name=n)
+            path = quantize(fp32, workdir / f"{n}.int8.onnx", calib, "minmax", name=n)
+            prof[n]["int8_file_bytes"] = onnx_file_bytes(path)
+            sessions[n] = ort_session(path, threads)
+        yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
     else:
         raise ValueError(f"backend={name}: must be one of {', '.join(BACKENDS)}")
 
@@ -107,7 +125,8 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
                  "torch": torch.__version__,
                  "onnxruntime": onnxruntime_version(), "processor": platform.processor() or platform.machine(),
                  "reference": reference, "batch_sizes": batch_sizes, "amp": cfg["bench.amp"],
-                 "backends": [b for b in BACKENDS if b not in unavailable], "profile": prof}
+                 "backends": [b for b in BACKENDS if b not in unavailable], "profile": prof,
+                 "hardware": hardware_block(threads)}
     todo = [(b, bs) for b in out["backends"] for bs in batch_sizes]
     bar = tqdm(total=len(todo), desc="benchmark", unit="run", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="elimnet-bench-") as tmp:
@@ -123,8 +142,13 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
                         bar.set_postfix_str(f"{backend} bs={bs}")
                         runners = make_runners(bench_input(bs, image_size, cfg["seed"]))
                         stats = time_runners(runners, bs, device=device, warmup=cfg["bench.warmup"],
-                                             repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"])
+                                             repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"],
+                                             noisy_cv=cfg["bench.noisy_cv"])
                         _add_derived(stats, runners, prof, bs, backend, device, reference)
+                        for n, st in stats.items():  # the fp32 peak is a CPU yardstick, not a CUDA one
+                            st["pct_of_peak"] = (pct_of_peak(prof[n]["macs"], bs, st["median_ms"],
+                                                             out["hardware"]["peak_fp32_gflops"])
+                                                 if device == "cpu" else None)
                         per_bs[str(bs)] = stats
                         bar.update(1)
             except Exception as e:  # noqa: BLE001 - optional backends (compile, onnx) must not sink the stage

@@ -63,7 +63,8 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 
 def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path: str | Path,
-               model_path: str | Path | None = None) -> dict:
+               model_path: str | Path | None = None, deploy_dir: str | Path | None = None,
+               data_dir: str | Path | None = None) -> dict:
     m = Path(metrics_dir)
     structure, latency = read_json(m / "structure.json"), read_json(m / "latency.json")
     train = {r: read_json(m / r / "train.json") for r in ROLES}
@@ -98,7 +99,21 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
         summary["mlflow_run_id"] = log_run(uri=tracking_uri(cfg), experiment=cfg["mlflow.experiment"],
                                            run_name=run_name, params=params, metrics=metrics,
                                            history={f"{r}.curve": histories[r] for r in ROLES}, artifacts=artifacts,
-                                           tags=tags, model=model, input_shape=(1, 3, size, size), figures=figures)
+                                           tags=tags, model=model, input_shape=(1, 3, size, size), figures=figures,
+                                           **deploy_logging(cfg, deploy_dir, data_dir))
         for fig in figures.values():
             plt.close(fig)
     return summary
+
+
+def deploy_logging(cfg: Config, deploy_dir: str | Path | None, data_dir: str | Path | None) -> dict:
+    """log_run arguments for the candidate's ONNX artifacts (the INT8 one, else fp32, registered as
+    "<experiment>-candidate") and the prepared splits (dataset lineage)."""
+    from elimnet.pipeline.deploy_stage import artifacts
+
+    found = artifacts(deploy_dir) if deploy_dir else {}
+    onnx_models = {f"onnx_{p}": path for p, path in found.items()}
+    ship = "onnx_int8" if "onnx_int8" in onnx_models else "onnx_fp32"
+    splits = {s: Path(data_dir) / f"{s}.pt" for s in ("train", "val", "test")} if data_dir else {}
+    return {"onnx_models": onnx_models, "register": {ship: f"{cfg['mlflow.experiment']}-candidate"},
+            "datasets": {s: p for s, p in splits.items() if p.is_file()}}

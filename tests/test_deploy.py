@@ -14,14 +14,15 @@ from elimnet.models import create_model, list_models
 
 def _lively(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random init collapses deep inverted-residual nets to the same logits for every image. BN
-    statistics measured on one random batch (and random gammas) keep unit-scale activations at
-    every depth, so logits differ per image and parity checks every layer."""
+    statistics measured on one random batch keep activations alive at every depth, so logits differ
+    per image and parity checks every layer; gammas below 1 keep the net from amplifying float
+    rounding (at gamma ~1 torch itself differs by 1e-4 between batch sizes on EfficientNet-B0)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # cumulative average: one batch sets the statistics
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 + 0.2)
     model.train()
     with torch.no_grad():
         model(torch.randn(32, 3, 32, 32, generator=g))
@@ -40,14 +41,14 @@ def test_every_arch_exports_and_matches_torch_in_onnxruntime(arch, tmp_path, one
     sess = ort_session(path, threads=1)
     assert sess.get_inputs()[0].shape[0] == "batch"  # one file for every batch size
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = model(x).numpy()
     for bs in (1, 3):  # the batch dimension is dynamic
+        with torch.no_grad():
+            ref = model(x[:bs]).numpy()
         out = ort_run(sess, x[:bs].numpy())
         assert out.shape == (bs, 5)
-        np.testing.assert_allclose(out, ref[:bs], atol=1e-4, rtol=1e-4)
-    p = parity(model, sess, x, batch_size=2)
-    assert p["images"] == 3 and p["max_rel_err"] < 1e-4
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+    p = parity(model, sess, x, batch_size=3)
+    assert p["images"] == 3 and p["max_abs_err"] < 1e-4
     assert ref.std(axis=0).max() > 1e-3  # logits differ per image: the comparison is not vacuous
 
 

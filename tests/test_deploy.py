@@ -145,3 +145,17 @@ def test_fp32_precision_writes_no_int8_and_bad_precision_is_rejected(tmp_path, t
     with pytest.raises(ConfigError, match=r"deploy.precision=fp16: must be one of fp32, int8"):
         load_params(tmp_path / "none.yaml", ["deploy.precision=fp16"])
     assert json.loads((tmp_path / "export.json").read_text())["precision"] == "fp32"
+
+
+def test_report_summary_gets_the_deployed_accuracy_per_precision(tmp_path):
+    from elimnet.io import write_json
+    from elimnet.pipeline.report_stage import add_deployed_accuracy
+
+    write_json(tmp_path / "candidate" / "export.json", {"accuracy": {
+        "torch": {"acc": 0.9, "macro_f1": 0.8}, "fp32": {"acc": 0.9, "macro_f1": 0.8},
+        "int8": {"acc": 0.85, "macro_f1": 0.75}}})
+    summary = {"baseline": {"test_acc": 0.95}, "candidate": {"test_acc": 0.9}}
+    add_deployed_accuracy(summary, tmp_path)
+    assert summary == {"baseline": {"test_acc": 0.95},
+                       "candidate": {"test_acc": 0.9, "test_acc_onnx_fp32": 0.9, "test_macro_f1_onnx_fp32": 0.8,
+                                     "test_acc_onnx_int8": 0.85, "test_macro_f1_onnx_int8": 0.75}}

@@ -71,6 +71,7 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
     evals = {r: read_json(m / r / "eval.json") for r in ROLES}
     histories = {r: _read_history(m / r / "history.csv") for r in ROLES}
     summary = summarize(structure, train, evals, latency)
+    add_deployed_accuracy(summary, m)
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
     if cfg["mlflow.enabled"]:
@@ -117,3 +118,17 @@ def deploy_logging(cfg: Config, deploy_dir: str | Path | None, data_dir: str | P
     splits = {s: Path(data_dir) / f"{s}.pt" for s in ("train", "val", "test")} if data_dir else {}
     return {"onnx_models": onnx_models, "register": {ship: f"{cfg['mlflow.experiment']}-candidate"},
             "datasets": {s: p for s, p in splits.items() if p.is_file()}}
+
+
+def add_deployed_accuracy(summary: dict, metrics_dir: Path) -> None:
+    """test acc/macro-F1 of each exported artifact (metrics/<role>/export.json, when the export
+    stage ran) into the summary rows: test_macro_f1_onnx_int8 etc., next to torch's test_macro_f1."""
+    for role in ROLES:
+        path = metrics_dir / role / "export.json"
+        if not path.is_file():
+            continue
+        acc = read_json(path)["accuracy"]
+        for precision in ("fp32", "int8"):
+            if precision in acc:
+                for k in ("acc", "macro_f1"):
+                    summary[role][f"test_{k}_onnx_{precision}"] = acc[precision][k]

@@ -138,7 +138,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-commits", action="store_true", help="experiments of all commits (dvc exp show -A)")
     p.add_argument("--out-dir", default="reports", help="where compare.md/.csv, pareto.png/.json go")
     p.add_argument("--x", default="cpu:1", metavar="BACKEND:BS",
-                   help="Pareto latency axis, a backend and batch size (default cpu:1)")
+                   help="Pareto latency axis, a backend and batch size (default cpu:1; e.g. ort_int8:1)")
     p.add_argument("--y", default="test_macro_f1", help="Pareto quality axis (default test_macro_f1)")
 
 
@@ -146,7 +146,7 @@ def cmd_compare(args) -> int:
     from elimnet.report.compare import QUALITY, write_comparison
     from elimnet.report.records import dvc_exp_show, records_from_dvc, records_from_mlflow
 
-    m = re.fullmatch(r"([a-z]+):(\d+)", args.x)
+    m = re.fullmatch(r"([a-z0-9_]+):(\d+)", args.x)
     if not m:
         raise ValueError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
     if args.y not in QUALITY:

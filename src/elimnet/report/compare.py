@@ -20,7 +20,7 @@ from elimnet.io import atomic_path, write_json, write_text
 from elimnet.report.records import ExpRecord
 
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
-_LAT = re.compile(r"^latency_(?P<backend>[a-z]+)_bs(?P<bs>\d+)_ms$")
+_LAT = re.compile(r"^latency_(?P<backend>[a-z0-9_]+?)_bs(?P<bs>\d+)_ms$")  # ort_int8 has a digit
 # A full model is the same run across experiments when these agree (the DVC baseline is cached).
 _BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block")
 

@@ -13,7 +13,6 @@ not depend on the head's values); INT8 calibrated on random batches (same graph 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -94,7 +93,8 @@ def main(argv=None) -> int:
         med = {n: spread([r[n]["median_ms"] for r in rs]) for n in rs[0] if n != "peak_gflops"}
         ratio_int8 = spread([r["eager_full"]["median_ms"] / r["ort_int8_candidate"]["median_ms"] for r in rs])
         ratio_fp32 = spread([r["eager_full"]["median_ms"] / r["ort_fp32_candidate"]["median_ms"] for r in rs])
-        pct_full = spread([pct_of_peak(macs["full"], bs, r["ort_fp32_full"]["median_ms"], r["peak_gflops"]) for r in rs])
+        pct_full = spread([pct_of_peak(macs["full"], bs, r["ort_fp32_full"]["median_ms"], r["peak_gflops"])
+                           for r in rs])
         pct_eager = spread([pct_of_peak(macs["full"], bs, r["eager_full"]["median_ms"], r["peak_gflops"]) for r in rs])
         noisy = sorted({n for r in rs for n, s in r.items() if n != "peak_gflops" and s.get("noisy")})
         out["per_batch_size"][bs] = {"median_ms": med, "peak_gflops": spread([r["peak_gflops"] for r in rs]),

@@ -6,8 +6,13 @@ CPU (bench.compile). A backend that is off or unavailable is recorded as null wi
 `unavailable`, never as zero. Schema of metrics/latency.json:
 
     latency[backend][str(batch_size)][model] = {median_ms, p10_ms, p90_ms, mean_ms, cv, repeats,
-        images_per_s, gmacs_per_s, peak_mem_mb, reduction (vs the reference model, paired medians)}
-    latency["profile"][model] = {params, macs, layers, modules, image_size, file_bytes[, onnx_file_bytes]}
+        images_per_s, gmacs_per_s, peak_mem_mb, reduction (vs the reference model, paired medians),
+        noisy (CV above bench.noisy_cv after the budget), pct_of_peak (of hardware.peak_fp32_gflops; CPU)}
+    latency["profile"][model] = {params, macs, layers, modules, image_size, file_bytes[, onnx_file_bytes,
+        int8_file_bytes]}
+    latency["hardware"] = {cpu, machine, isa: {avx2, avx512f, avx512_vnni, avx_vnni, avx512_bf16, amx},
+        threads, cpus, torch, onnxruntime, peak_fp32_gflops}          (elimnet.bench.hardware)
+Backend ort_int8 (deploy.precision=int8): static QDQ INT8 ONNX Runtime, as the export stage ships it.
 """
 from __future__ import annotations
 

@@ -159,3 +159,25 @@ def test_report_summary_gets_the_deployed_accuracy_per_precision(tmp_path):
     assert summary == {"baseline": {"test_acc": 0.95},
                        "candidate": {"test_acc": 0.9, "test_acc_onnx_fp32": 0.9, "test_macro_f1_onnx_fp32": 0.8,
                                      "test_acc_onnx_int8": 0.85, "test_macro_f1_onnx_int8": 0.75}}
+
+
+def test_compare_has_columns_per_backend_and_precision():
+    from elimnet.report.compare import columns, comparison_rows
+    from elimnet.report.records import ExpRecord
+
+    summ = {"arch": "resnet18", "weights": "none", "steps": ["elim"],
+            "baseline": {"params": 10, "layers": 5, "macs": 100, "test_macro_f1": 0.9,
+                         "latency_cpu_bs1_ms": 10.0, "latency_ort_int8_bs1_ms": 2.0},
+            "candidate": {"params": 5, "layers": 3, "macs": 50, "test_macro_f1": 0.85,
+                          "test_macro_f1_onnx_int8": 0.84, "latency_cpu_bs1_ms": 6.0,
+                          "latency_ort_int8_bs1_ms": 1.0},
+            "ratios": {"latency_reduction_cpu_bs1": 0.4, "latency_reduction_ort_int8_bs1": 0.5}}
+    rows = comparison_rows([ExpRecord("e1", {"model.arch": "resnet18", "model.elim": 2, "model.weights": "none"},
+                                      summ)])
+    cols = columns(rows)
+    assert cols.index("latency_cpu_bs1_ms") < cols.index("latency_ort_int8_bs1_ms")
+    assert "reduction_ort_int8_bs1" in cols and "test_macro_f1_onnx_int8" in cols
+    assert "test_macro_f1_onnx_fp32" not in cols  # no experiment has it
+    cand = next(r for r in rows if r["role"] == "candidate")
+    assert cand["latency_ort_int8_bs1_ms"] == 1.0 and cand["reduction_ort_int8_bs1"] == 0.5
+    assert cand["test_macro_f1_onnx_int8"] == 0.84

@@ -143,14 +143,14 @@ def compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args) -> int:
-    from elimnet.report.compare import QUALITY, write_comparison
+    from elimnet.report.compare import DEPLOYED, QUALITY, write_comparison
     from elimnet.report.records import dvc_exp_show, records_from_dvc, records_from_mlflow
 
     m = re.fullmatch(r"([a-z0-9_]+):(\d+)", args.x)
     if not m:
         raise ValueError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
-    if args.y not in QUALITY:
-        raise ValueError(f"--y={args.y}: must be one of {', '.join(QUALITY)}")
+    if args.y not in QUALITY + DEPLOYED:
+        raise ValueError(f"--y={args.y}: must be one of {', '.join(QUALITY + DEPLOYED)}")
     x = f"latency_{m[1]}_bs{m[2]}_ms"
     if args.source == "mlflow":
         from elimnet.track import tracking_uri

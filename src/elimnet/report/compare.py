@@ -20,6 +20,8 @@ from elimnet.io import atomic_path, write_json, write_text
 from elimnet.report.records import ExpRecord
 
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
+# Test quality of the exported artifacts (export stage), per precision: test_macro_f1_onnx_int8 etc.
+DEPLOYED = [f"test_{m}_onnx_{p}" for p in ("fp32", "int8") for m in ("acc", "macro_f1")]
 _LAT = re.compile(r"^latency_(?P<backend>[a-z0-9_]+?)_bs(?P<bs>\d+)_ms$")  # ort_int8 has a digit
 # A full model is the same run across experiments when these agree (the DVC baseline is cached).
 _BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block")
@@ -100,6 +102,7 @@ def _pick(row: dict) -> dict:
     out = {k: row.get(k) for k in ("params", "layers", "macs")}
     out.update({k: v for k, v in row.items() if _LAT.match(k)})
     out.update({k: row.get(k) for k in QUALITY})
+    out.update({k: row[k] for k in DEPLOYED if k in row})
     return out
 
 
@@ -134,7 +137,8 @@ def columns(rows: list[dict]) -> list[str]:
     lat = _latency_cols(rows)
     red = [c.replace("latency_", "reduction_").removesuffix("_ms") for c in lat]
     red = [c for c in red if any(c in r for r in rows)]
-    return ["name", "arch", "experiment", "params", "layers", "macs", *lat, *red, *QUALITY, "pareto"]
+    deployed = [c for c in DEPLOYED if any(c in r for r in rows)]
+    return ["name", "arch", "experiment", "params", "layers", "macs", *lat, *red, *QUALITY, *deployed, "pareto"]
 
 
 # ----------------------------------------------------------------------------- output

@@ -18,6 +18,10 @@ def main(argv=None):
     r = s["ratios"]
     print(f"candidate/baseline: params {r['params']:.3f}, MACs {r['macs']:.3f}, "
           f"test macro-F1 delta {r['test_macro_f1_delta']:+.4f}")
+    h = s.get("headline")
+    if h and h.get("reduction") is not None:
+        print(f"latency reduction on {h['backend']} at bs {h['batch_size']}: {h['reduction']:+.1%}"
+              + (" (NOISY: CV above bench.noisy_cv, rerun on a quiet machine)" if h["noisy"] else ""))
 
 
 if __name__ == "__main__":

@@ -181,3 +181,17 @@ def test_compare_has_columns_per_backend_and_precision():
     cand = next(r for r in rows if r["role"] == "candidate")
     assert cand["latency_ort_int8_bs1_ms"] == 1.0 and cand["reduction_ort_int8_bs1"] == 0.5
     assert cand["test_macro_f1_onnx_int8"] == 0.84
+
+
+def test_headline_reduction_names_the_shipped_backend():
+    from elimnet.pipeline.report_stage import headline
+
+    def per(red, noisy=False):
+        return {"8": {"baseline": {"median_ms": 9.0}, "candidate": {"reduction": red / 2}},
+                "1": {"baseline": {"median_ms": 2.0, "noisy": noisy}, "candidate": {"reduction": red}}}
+
+    lat = {"cpu": per(0.4), "onnx": per(0.3), "ort_int8": None}
+    assert headline(lat) == {"backend": "onnx", "batch_size": 1, "reduction": 0.3, "noisy": False}
+    assert headline({**lat, "ort_int8": per(0.2, noisy=True)}) == {"backend": "ort_int8", "batch_size": 1,
+                                                                   "reduction": 0.2, "noisy": True}
+    assert headline({"cpu": None}) is None

@@ -31,9 +31,13 @@ def run_default_graph(params: Path, work: Path) -> None:
                       str(m / "candidate/history.csv"), "--metrics", str(m / "candidate/train.json")]),
         *[("evaluate", ["--model", str(mod / f"{r}.pt"), "--data", str(d), "--out", str(m / r / "eval.json"),
                         "--predictions", str(m / r / "predictions.csv")]) for r in ("baseline", "candidate")],
+        *[("export", ["--role", r, "--model", str(mod / f"{r}.pt"), "--data", str(d), "--out",
+                      str(mod / "deploy" / r), "--metrics", str(m / r / "export.json")])
+          for r in ("baseline", "candidate")],
         ("benchmark", ["--baseline", str(mod / "baseline.pt"), "--candidate", str(mod / "candidate.pt"),
                        "--out", str(m / "latency.json")]),
-        ("report", ["--metrics-dir", str(m), "--out", str(m / "summary.json"), "--plot", str(work / "curves.png")]),
+        ("report", ["--metrics-dir", str(m), "--out", str(m / "summary.json"), "--plot", str(work / "curves.png"),
+                    "--deploy", str(mod / "deploy" / "candidate"), "--data", str(d)]),
     ]
     for name, argv in steps:
         rc = run_stage_script(name, p + argv)

@@ -23,8 +23,10 @@ def test_every_metrics_file_is_written(tiny_run):
     m = tiny_run / "metrics"
     for f in ["data.json", "structure.json", "latency.json", "summary.json", "baseline/train.json",
               "baseline/eval.json", "baseline/history.csv", "baseline/predictions.csv", "candidate/train.json",
-              "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv"]:
+              "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv", "baseline/export.json",
+              "candidate/export.json"]:
         assert (m / f).stat().st_size > 0, f
+    assert (tiny_run / "models/deploy/candidate/model.onnx").stat().st_size > 0
     assert (tiny_run / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -97,6 +97,14 @@ CORE: dict[str, Field] = {
     "bench.amp": Field(False, is_bool, "CUDA timing under float16 autocast"),
     "bench.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations instead of page-faulting "
                                                      "them in again every pass (see elimnet.bench.allocator)"),
+    # deploy (export stage, elimnet.deploy) and benchmark noise --------------------
+    "deploy.precision": Field("fp32", one_of(["fp32", "int8"]),
+                              "exported artifacts: fp32 ONNX, or fp32 + static INT8 QDQ ONNX"),
+    "deploy.calibration_images": Field(128, int_range(1), "train images that set the INT8 activation ranges"),
+    "deploy.calibration": Field("auto", one_of(["auto", "minmax", "entropy", "percentile"]),
+                                "INT8 calibration method; auto = the best of all three on the val split"),
+    "bench.noisy_cv": Field(0.2, num_range(0.0, lo_open=True),
+                            "a timing whose CV stays above this after its budget is flagged noisy"),
     # search (optional NAS stage, elimnet.search) -----------------------------------
     "search.trials": Field(20, int_range(1), "completed trials the study should hold (resumes count)"),
     "search.minutes": Field(30.0, num_range(0.0, optional=True, lo_open=True),

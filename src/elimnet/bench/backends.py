@@ -114,6 +114,36 @@ def _onnx(models, cfg, image_size, threads, workdir: Path, prof):
 register_backend(Backend("onnx", "cpu", _onnx_unavailable, _onnx, help="ONNX Runtime CPU (fp32 export)"))
 
 
+def _ort_int8_unavailable(cfg) -> str | None:
+    from elimnet.bench.onnx_bench import onnxruntime_version
+
+    if cfg["deploy.precision"] != "int8":
+        return f"deploy.precision={cfg['deploy.precision']}"
+    return None if onnxruntime_version() else "onnxruntime is not installed"
+
+
+@contextlib.contextmanager
+def _ort_int8(models, cfg, image_size, threads, workdir: Path, prof):
+    from elimnet.bench.latency import bench_input
+    from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, ort_runner, ort_session
+    from elimnet.deploy.quantize import quantize
+
+    # Static QDQ as the export stage ships it; latency depends on the graph, not on the scales,
+    # so random calibration batches (MinMax) stand in for the train images here.
+    calib = [bench_input(4, image_size, cfg["seed"] + i).numpy() for i in range(2)]
+    sessions = {}
+    for n, m in models.items():
+        fp32 = export_onnx(m, workdir / f"{n}.int8src.onnx", image_size, name=n)
+        path = quantize(fp32, workdir / f"{n}.int8.onnx", calib, "minmax", name=n)
+        prof[n]["int8_file_bytes"] = onnx_file_bytes(path)
+        sessions[n] = ort_session(path, threads)
+    yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+
+
+register_backend(Backend("ort_int8", "cpu", _ort_int8_unavailable, _ort_int8,
+                         help="ONNX Runtime CPU, static INT8 QDQ (deploy.precision=int8)"))
+
+
 # ----------------------------------------------------------------------------- torch.compile
 register_backend(Backend("compile", "cpu", lambda cfg: None if cfg["bench.compile"] else "bench.compile=false",
                          lambda *a: _eager_cpu(*a, compile_=True), help="torch.compile (inductor) on CPU"))

@@ -28,11 +28,14 @@ def latency_stats(samples_ms: list[float], batch_size: int) -> dict:
 
 
 def time_runners(runners: dict[str, Runner], batch_size: int, *, device: str = "cpu", warmup: int = 3,
-                 repeats: int = 20, budget_s: float = 3.0, min_repeats: int = 3) -> dict[str, dict]:
+                 repeats: int = 20, budget_s: float = 3.0, min_repeats: int = 3,
+                 noisy_cv: float | None = None) -> dict[str, dict]:
     """Time each runner, round-robin: repeat i of every runner before repeat i+1 of any.
 
     Stops after `repeats` rounds or once `budget_s` per runner is spent (but never before
-    `min_repeats` rounds, so a median means something).
+    `min_repeats` rounds, so a median means something). With `noisy_cv`, each result gets
+    `noisy: true` when its coefficient of variation is still above it at the end (a loaded
+    machine: the median may be off, the report warns).
     """
     dev = torch.device(device)
     for run in runners.values():
@@ -47,7 +50,11 @@ def time_runners(runners: dict[str, Runner], batch_size: int, *, device: str = "
             samples[name].append(_time_once(run, dev))
         if i + 1 >= min_repeats and time.perf_counter() > deadline:
             break
-    return {name: latency_stats(s, batch_size) for name, s in samples.items()}
+    out = {name: latency_stats(s, batch_size) for name, s in samples.items()}
+    if noisy_cv is not None:
+        for st in out.values():
+            st["noisy"] = st["cv"] > noisy_cv
+    return out
 
 
 def bench_input(batch_size: int, image_size: int, seed: int = 0, in_chans: int = 3) -> torch.Tensor:

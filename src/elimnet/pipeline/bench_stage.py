@@ -6,8 +6,13 @@ CPU (bench.compile). A backend that is off or unavailable is recorded as null wi
 `unavailable`, never as zero. Schema of metrics/latency.json:
 
     latency[backend][str(batch_size)][model] = {median_ms, p10_ms, p90_ms, mean_ms, cv, repeats,
-        images_per_s, gmacs_per_s, peak_mem_mb, reduction (vs the reference model, paired medians)}
-    latency["profile"][model] = {params, macs, layers, modules, image_size, file_bytes[, onnx_file_bytes]}
+        images_per_s, gmacs_per_s, peak_mem_mb, reduction (vs the reference model, paired medians),
+        noisy (CV above bench.noisy_cv after the budget), pct_of_peak (of hardware.peak_fp32_gflops; CPU)}
+    latency["profile"][model] = {params, macs, layers, modules, image_size, file_bytes[, onnx_file_bytes,
+        int8_file_bytes]}
+    latency["hardware"] = {cpu, machine, isa: {avx2, avx512f, avx512_vnni, avx_vnni, avx512_bf16, amx},
+        threads, cpus, torch, onnxruntime, peak_fp32_gflops}          (elimnet.bench.hardware)
+Backend ort_int8 (deploy.precision=int8): static QDQ INT8 ONNX Runtime, as the export stage ships it.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from tqdm import tqdm
 from elimnet import errors
 from elimnet.bench.backends import REGISTRY, Backend, unavailable_backends
 from elimnet.bench.allocator import allocator_state
+from elimnet.bench.hardware import hardware_block, pct_of_peak
 from elimnet.bench.latency import bench_input, paired_reduction, time_runners
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
 from elimnet.bench.onnx_bench import onnxruntime_version
@@ -58,7 +64,8 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
                  "torch": torch.__version__,
                  "onnxruntime": onnxruntime_version(), "processor": platform.processor() or platform.machine(),
                  "reference": reference, "batch_sizes": batch_sizes, "amp": cfg["bench.amp"],
-                 "backends": [b for b in REGISTRY if b not in unavailable], "profile": prof}
+                 "backends": [b for b in REGISTRY if b not in unavailable], "profile": prof,
+                 "hardware": hardware_block(threads)}
     todo = [(b, bs) for b in out["backends"] for bs in batch_sizes]
     bar = tqdm(total=len(todo), desc="benchmark", unit="run", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="elimnet-bench-") as tmp:
@@ -73,8 +80,13 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
                         bar.set_postfix_str(f"{name} bs={bs}")
                         runners = make_runners(bench_input(bs, image_size, cfg["seed"]))
                         stats = time_runners(runners, bs, device=backend.device, warmup=cfg["bench.warmup"],
-                                             repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"])
+                                             repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"],
+                                             noisy_cv=cfg["bench.noisy_cv"])
                         _add_derived(stats, runners, prof, bs, backend, reference)
+                        for n, st in stats.items():  # the fp32 peak is a CPU yardstick, not a CUDA one
+                            st["pct_of_peak"] = (pct_of_peak(prof[n]["macs"], bs, st["median_ms"],
+                                                             out["hardware"]["peak_fp32_gflops"])
+                                                 if backend.device == "cpu" else None)
                         per_bs[str(bs)] = stats
                         bar.update(1)
             except Exception as e:  # noqa: BLE001 - an optional backend (compile, onnx) must not sink the stage

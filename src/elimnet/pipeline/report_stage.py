@@ -92,7 +92,8 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 
 def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path: str | Path,
-               model_path: str | Path | None = None) -> dict:
+               model_path: str | Path | None = None, deploy_dir: str | Path | None = None,
+               data_dir: str | Path | None = None) -> dict:
     m = Path(metrics_dir)
     structure, latency = read_json(m / "structure.json"), read_json(m / "latency.json")
     train = {r: read_json(m / r / "train.json") for r in ROLES}
@@ -101,6 +102,8 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
     summary = summarize(structure, train, evals, latency)
     summary.update(paired_test_stats(*(read_predictions(m / r / "predictions.csv") for r in ROLES),
                                      cfg["train.bootstrap"], cfg["seed"]))
+    add_deployed_accuracy(summary, m)
+    summary["headline"] = headline(latency)
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
     if cfg["mlflow.enabled"]:
@@ -130,7 +133,51 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
         summary["mlflow_run_id"] = log_run(uri=tracking_uri(cfg), experiment=cfg["mlflow.experiment"],
                                            run_name=run_name, params=params, metrics=metrics,
                                            history={f"{r}.curve": histories[r] for r in ROLES}, artifacts=artifacts,
-                                           tags=tags, model=model, input_shape=(1, 3, size, size), figures=figures)
+                                           tags=tags, model=model, input_shape=(1, 3, size, size), figures=figures,
+                                           **deploy_logging(cfg, deploy_dir, data_dir))
         for fig in figures.values():
             plt.close(fig)
     return summary
+
+
+def deploy_logging(cfg: Config, deploy_dir: str | Path | None, data_dir: str | Path | None) -> dict:
+    """log_run arguments for the candidate's ONNX artifacts (the INT8 one, else fp32, registered as
+    "<experiment>-candidate") and the prepared splits (dataset lineage)."""
+    from elimnet.pipeline.deploy_stage import artifacts
+
+    found = artifacts(deploy_dir) if deploy_dir else {}
+    onnx_models = {f"onnx_{p}": path for p, path in found.items()}
+    ship = "onnx_int8" if "onnx_int8" in onnx_models else "onnx_fp32"
+    splits = {s: Path(data_dir) / f"{s}.pt" for s in ("train", "val", "test")} if data_dir else {}
+    return {"onnx_models": onnx_models, "register": {ship: f"{cfg['mlflow.experiment']}-candidate"},
+            "datasets": {s: p for s, p in splits.items() if p.is_file()}}
+
+
+def add_deployed_accuracy(summary: dict, metrics_dir: Path) -> None:
+    """test acc/macro-F1 of each exported artifact (metrics/<role>/export.json, when the export
+    stage ran) into the summary rows: test_macro_f1_onnx_int8 etc., next to torch's test_macro_f1."""
+    for role in ROLES:
+        path = metrics_dir / role / "export.json"
+        if not path.is_file():
+            continue
+        acc = read_json(path)["accuracy"]
+        for precision in ("fp32", "int8"):
+            if precision in acc:
+                for k in ("acc", "macro_f1"):
+                    summary[role][f"test_{k}_onnx_{precision}"] = acc[precision][k]
+
+
+# The runtime a user ships comes first: the headline reduction is the one measured on it.
+HEADLINE_ORDER = ("ort_int8", "onnx", "cpu")
+
+
+def headline(latency: dict) -> dict | None:
+    """{backend, batch_size, reduction, noisy} of the first measured of HEADLINE_ORDER at its smallest batch size."""
+    for backend in HEADLINE_ORDER:
+        per = latency.get(backend)
+        if per:
+            bs = min(per, key=int)
+            c = per[bs]["candidate"]
+            return {"backend": backend, "batch_size": int(bs), "reduction": c.get("reduction"),
+                    "noisy": bool(c.get("noisy") or per[bs].get("baseline", {}).get("noisy"))}
+    return None

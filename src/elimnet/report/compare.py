@@ -25,7 +25,9 @@ from elimnet.report.records import ExpRecord
 from elimnet.train import stats
 
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
-_LAT = re.compile(r"^latency_(?P<backend>[a-z]+)_bs(?P<bs>\d+)_ms$")
+_LAT = re.compile(r"^latency_(?P<backend>[a-z0-9_]+?)_bs(?P<bs>\d+)_ms$")  # ort_int8 has a digit
+# Test quality of the exported artifacts (export stage), per precision: test_macro_f1_onnx_int8 etc.
+DEPLOYED = [f"test_{m}_onnx_{p}" for p in ("fp32", "int8") for m in ("acc", "macro_f1")]
 # A full model is the same run across experiments when these agree (the DVC baseline is cached);
 # its seeds are one row.
 _BASELINE_KEYS = ("data.", "train.", "model.arch", "model.weights", "model.block", "model.experts")
@@ -96,7 +98,7 @@ def _ci_of(row: dict, key: str) -> list[float] | None:
 def _aggregate(parts: list[dict], base: dict) -> dict:
     """Mean, sd and 95% CI of every quality metric over the seeds' rows `parts` (one row per seed)."""
     row = dict(base, n=len(parts))
-    for q in QUALITY:
+    for q in QUALITY + [d for d in DEPLOYED if any(d in p for p in parts)]:
         vals = [p.get(q) for p in parts if _num(p.get(q))]
         s = stats.seed_summary(vals)
         boot = [_ci_of(p, f"{q}_ci") for p in parts] if q in BOOTSTRAPPED else []
@@ -208,8 +210,9 @@ def columns(rows: list[dict]) -> list[str]:
     lat = _latency_cols(rows)
     red = [c.replace("latency_", "reduction_").removesuffix("_ms") for c in lat]
     red = [c for c in red if any(c in r for r in rows)]
-    return ["name", "arch", "experiment", "n", "params", "layers", "macs", *lat, *red, *QUALITY, DELTA, "verdict",
-            "pareto"]
+    deployed = [c for c in DEPLOYED if any(c in r for r in rows)]
+    return ["name", "arch", "experiment", "n", "params", "layers", "macs", *lat, *red, *QUALITY, *deployed, DELTA,
+            "verdict", "pareto"]
 
 
 # ----------------------------------------------------------------------------- output

@@ -138,7 +138,8 @@ def log_torch_model(run_id: str, model, input_shape: tuple[int, ...]) -> str:
     f32 = np.dtype(np.float32)
     signature = ModelSignature(inputs=Schema([TensorSpec(f32, (-1, *input_shape[1:]))]),
                                outputs=Schema([TensorSpec(f32, (-1, *y.shape[1:]))]))
-    with mlflow.start_run(run_id=run_id):
+    active = mlflow.active_run()
+    with (contextlib.nullcontext() if active and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)):
         # "pt2": a torch.export program, no pickled code (like our own model files); the example
         # has batch 2 so that the exported batch dimension stays dynamic (size 1 would specialise).
         # Explicit requirements skip MLflow's slow import-tracing inference.
@@ -191,12 +192,16 @@ def _experiment_id(client, name: str) -> str:
 def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any], metrics: dict,
             history: dict[str, list[dict]] | None = None, artifacts: list[str | Path] = (),
             tags: dict[str, str] | None = None, model=None, input_shape: tuple[int, ...] | None = None,
-            figures: dict[str, Any] | None = None) -> str | None:
+            figures: dict[str, Any] | None = None, onnx_models: dict[str, str | Path] | None = None,
+            register: dict[str, str] | None = None, datasets: dict[str, str | Path] | None = None) -> str | None:
     """Create one run; return its id, or None (with one warning) if MLflow is unavailable.
 
     `model` (a torch module) is logged with mlflow.pytorch under the name "model", with a tensor
     signature inferred from one forward pass on a batch of `input_shape` (batch dim left open);
     `figures` are matplotlib figures logged as PNG artifacts under their file names.
+    `onnx_models` {name: .onnx} are logged with mlflow.onnx, and those named in `register`
+    {name: registered model} become a new version of that registered model. `datasets`
+    {context: split .pt} are logged as run inputs. System metrics are sampled meanwhile.
     """
     why = probe(uri)
     if why is not None:
@@ -206,7 +211,7 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
         with bounded_requests():
             init_store(uri)
             return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
-                            input_shape, figures)
+                            input_shape, figures, onnx_models, register, datasets)
     except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
         _warn(uri, f"{type(e).__name__}: {_first_line(e)}")
         return None
@@ -223,7 +228,7 @@ def _warn(uri: str, why: str) -> None:
 
 
 def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model, input_shape,
-             figures) -> str:
+             figures, onnx_models=None, register=None, datasets=None) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -249,12 +254,25 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
             client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
     for fname, fig in (figures or {}).items():
         client.log_figure(rid, fig, fname)
+    steps = []  # (what, how): each one may fail alone, the run (params, metrics) stays
     if model is not None:
-        try:
-            with _tracking(uri):
-                log_torch_model(rid, model, input_shape)
-        except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
-            print(f"warning: MLflow model logging to {uri} failed ({type(e).__name__}: {_first_line(e)}); "
-                  f"the run keeps its params and metrics", file=sys.stderr)
+        steps.append(("model", lambda: log_torch_model(rid, model, input_shape)))
+    if onnx_models or datasets:
+        from elimnet.track import mlflow_deploy as dep
+
+        steps += [(f"ONNX model {n}", lambda n=n, p=p: dep.log_onnx_model(p, n, (register or {}).get(n)))
+                  for n, p in (onnx_models or {}).items()]
+        if datasets:
+            steps.append(("datasets", lambda: dep.log_datasets(datasets, experiment)))
+    if steps:
+        from elimnet.track.mlflow_deploy import start_run_with_system_metrics
+
+        with _tracking(uri), start_run_with_system_metrics(rid):
+            for what, log in steps:
+                try:
+                    log()
+                except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without it
+                    print(f"warning: MLflow {what} logging to {uri} failed ({type(e).__name__}: {_first_line(e)}); "
+                          f"the run keeps its params and metrics", file=sys.stderr)
     client.set_terminated(rid)
     return rid

@@ -1,11 +1,20 @@
 """Params: defaults, -S overrides, one-line errors naming key, value and what is allowed."""
 import pytest
 
+from conftest import head_file
 from elimnet.config import ConfigError, defaults, load_params, parse_overrides
 
 
-def test_params_yaml_matches_schema_defaults():
-    cfg = load_params("params.yaml")
+@pytest.fixture
+def params_yaml(tmp_path):
+    """The committed params.yaml: the workspace's may hold a user's `dvc exp run -S` values."""
+    p = tmp_path / "params.yaml"
+    p.write_text(head_file("params.yaml"))
+    return p
+
+
+def test_params_yaml_matches_schema_defaults(params_yaml):
+    cfg = load_params(params_yaml)
     assert cfg["model.arch"] == "efficientnet_lite0" and cfg["data.name"] == "elpv"
     assert cfg["bench.batch_sizes"] == [1, 8, 64]
 
@@ -26,9 +35,9 @@ def test_overrides_are_yaml_typed():
     ("train.lr=0", "train.lr=0: must be a number > 0"),
     ("model.weights=random", "model.weights=random: must be one of imagenet, none"),
 ])
-def test_bad_values_give_one_line(override, message):
+def test_bad_values_give_one_line(params_yaml, override, message):
     with pytest.raises(ConfigError) as e:
-        load_params("params.yaml", [override])
+        load_params(params_yaml, [override])
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

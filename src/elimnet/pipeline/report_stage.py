@@ -42,23 +42,13 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
 
 
 def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for role, rows in histories.items():
-        ep = [r["epoch"] for r in rows]
-        for ax, key in zip(axes, ("loss", "acc", "macro_f1")):
-            ax.plot(ep, [r[f"train_{key}"] for r in rows], "--", label=f"{role} train")
-            ax.plot(ep, [r[f"val_{key}"] for r in rows], "-", marker="o", ms=3, label=f"{role} val")
-            ax.set_title(key)
-            ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    from elimnet.report.figures import CURVES_DPI, curves_figure
+
+    fig = curves_figure(histories)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=CURVES_DPI)
     plt.close(fig)
 
 

@@ -98,3 +98,15 @@ def test_exp_run_reruns_only_candidate_stages(repo):
     _quiet(out)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"compress", "finetune_candidate", "evaluate@candidate", "benchmark", "report"}, out
+    # The experiment's MLflow run: opens as model training, spans the rerun stages, describes its params diff.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name(yaml.safe_load((repo / "params.yaml").read_text())["mlflow"]["experiment"])
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    run = runs[0]
+    first_out = (repo / "metrics/structure.json").stat().st_mtime * 1000  # written by compress, the first rerun
+    assert run.info.start_time < first_out < run.info.end_time
+    note = run.data.tags["mlflow.note.content"]
+    assert "DVC experiment **" in note and "| model.elim | 2 | 3 |" in note, note

@@ -55,7 +55,7 @@ def _image_folder(root: Path) -> Path:
 def repo(tmp_path_factory):
     """HEAD's files (not the workspace's: it may hold a user's `dvc exp run` params and outputs) as a fresh
     git repo, without the committed results, on tiny params and a generated image folder."""
-    dest = hermetic_repo(tmp_path_factory.mktemp("repo"), exclude=("metrics/", "plots/", "reports/", "dvc.lock"))
+    dest = hermetic_repo(tmp_path_factory.mktemp("repo"), exclude=("metrics/", "plots/", "dvc.lock"))
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for group, values in TINY.items():
         params[group].update(values)

@@ -48,3 +48,25 @@ def test_unknown_key_suggests_close_match():
 
 def test_defaults_validate():
     assert defaults()["seed"] == 42
+
+
+def test_suite_passes_with_a_broken_workspace(tmp_path):
+    """The params tests, run in a copy of HEAD whose workspace holds what a failed `dvc exp run` can leave:
+    a params.yaml with bad values, garbage metrics and a broken mlflow.db."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import hermetic_repo
+
+    repo = hermetic_repo(tmp_path / "repo")
+    (repo / "params.yaml").write_text("model:\n  arch: resnet9000\n  elim: 99\ndata:\n  name: nope\n")
+    (repo / "metrics/summary.json").write_text("{not json")
+    (repo / "mlflow.db").write_bytes(b"not a database")
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    env.pop("PYTEST_ADDOPTS", None)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py",
+                          "tests/test_sources.py", "-k", "not broken_workspace and (params or bad_values or taco_default)"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout

@@ -34,8 +34,11 @@ def _audit(event: str, args) -> None:
     path = args[0]
     if not isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, int):
         return
+    path = os.fsdecode(path)
+    if not os.path.isabs(path) and event == "open" and args[1] is None:  # os.open(..., dir_fd=...) (shutil.rmtree): not the cwd
+        return
     try:
-        rel = Path(os.path.abspath(os.fsdecode(path))).relative_to(ROOT)
+        rel = Path(os.path.abspath(path)).relative_to(ROOT)
     except ValueError:
         return
     if rel.parts and rel.parts[0] in WORKSPACE_STATE:

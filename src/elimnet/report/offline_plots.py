@@ -57,6 +57,7 @@ def build_template(node_modules: str | Path, out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:  # utf-8 whatever the locale: the scripts are not ASCII
         tmp.write_text(PAGE % "\n".join(tags), encoding="utf8")
+        tmp.chmod(0o644)  # a page like any other, not a private temp file
     return out
 
 

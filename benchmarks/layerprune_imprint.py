@@ -14,7 +14,8 @@ import time
 import torch
 
 from elimnet.compress import CompressContext
-from elimnet.compress.layerprune import BATCH_SIZE, candidates, score_blocks
+from elimnet.compress.criteria import BATCH_SIZE
+from elimnet.compress.layerprune import candidates, score_blocks
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.models import create_model, get_spec, list_models
 
@@ -35,6 +36,8 @@ def main() -> None:
     p.add_argument("--imprint", type=int, default=128, help="training images imprinted (class means)")
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--criterion", default="imprint_ablation", choices=["imprint", "imprint_ablation"],
+                   help="imprint_ablation branches per candidate; imprint (ICIP) reads the layer-wise curve only")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -61,14 +64,14 @@ def main() -> None:
     forward_s, forward_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
-    scores, extra = score_blocks(model, "imprint", paths, ctx, batches=max(1, a.imprint // BATCH_SIZE))
+    scores, extra = score_blocks(model, a.criterion, paths, ctx, batches=max(1, a.imprint // BATCH_SIZE))
     scan_s, scan_cpu = time.perf_counter() - t0, time.process_time() - c0
     n = a.imprint + a.val
     print(f"{a.arch} {a.size}px, threads={torch.get_num_threads()}, {len(paths)} candidates, "
           f"{extra['imprint_images']} imprinted + {extra['eval_images']} scored images")
     # CPU time too: on a shared machine wall time mostly measures the neighbours
     print(f"one forward pass over {n} images: {forward_s:8.2f} s wall {forward_cpu:8.2f} s CPU")
-    print(f"imprint scan, all candidates:      {scan_s:8.2f} s wall {scan_cpu:8.2f} s CPU "
+    print(f"{a.criterion} scan, all candidates:      {scan_s:8.2f} s wall {scan_cpu:8.2f} s CPU "
           f"({scan_cpu / forward_cpu:.1f}x a forward pass; naive re-run per candidate would be {len(paths) + 1}x)")
     print(f"proxy accuracy of the full net: {extra['accuracy_full']:.3f} (random weights, random labels)")
 

@@ -138,7 +138,11 @@ class LoopbackServer:
 
     server.files["/a.tar"] = b"..."; server.url("/a.tar")
     server.cut_after["/a.tar"] = 1000   # the next response for that path closes after 1000 bytes
+    server.no_length.add("/a.tar")      # no Content-Length: the body ends when the connection closes
+    server.drip["/a.tar"] = 0.05        # 256 bytes, then a pause of 0.05 s, and so on (a slow drip)
     server.requests -> [(path, headers dict)]
+
+    A Range starting at or past the end is answered 416 with `Content-Range: bytes */<size>`, as S3 does.
     """
 
     def __init__(self):
@@ -147,6 +151,8 @@ class LoopbackServer:
 
         self.files: dict[str, bytes] = {}
         self.cut_after: dict[str, int] = {}
+        self.no_length: set[str] = set()
+        self.drip: dict[str, float] = {}
         self.requests: list[tuple[str, dict]] = []
         outer = self
 
@@ -168,9 +174,19 @@ class LoopbackServer:
                 if rng and rng.startswith("bytes="):
                     start = int(rng[6:].split("-")[0])
                     status = 206
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 body = data[start:]
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
+                if path in outer.no_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -180,6 +196,17 @@ class LoopbackServer:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                delay = outer.drip.get(path)
+                if delay is not None:
+                    pause = threading.Event()  # not time.sleep: tests patch it away to skip backoff
+                    try:
+                        for i in range(0, len(body), 256):
+                            self.wfile.write(body[i:i + 256])
+                            self.wfile.flush()
+                            pause.wait(delay)
+                    except OSError:  # the client gave up
+                        self.close_connection = True
                     return
                 self.wfile.write(body)
 

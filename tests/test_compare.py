@@ -9,6 +9,7 @@ import json
 import pytest
 
 from elimnet.config import defaults
+from elimnet.errors import StageError
 from elimnet.report.compare import (comparison_rows, mark_pareto, method_label, pareto_front, to_markdown,
                                     write_comparison)
 from elimnet.report.records import ExpRecord, records_from_dvc
@@ -119,7 +120,7 @@ def test_records_from_dvc_exp_show_json():
     assert skipped == ["broken", "main"]
     assert recs[0].params["model.elim"] == 2 and recs[0].params["model.prune.k"] == 0
     assert recs[1].summary["candidate"]["params"] == 8_000_000 and recs[0].source == "dvc:" + "0" * 40
-    with pytest.raises(ValueError, match="DVC 3.x"):
+    with pytest.raises(StageError, match="DVC 3.x"):
         records_from_dvc({"workspace": {}})
 
 

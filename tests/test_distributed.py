@@ -162,7 +162,7 @@ def test_batch_not_divisible_fails_before_launch(capsys):
     from elimnet.pipeline.common import run_stage
 
     stage = runpy.run_path(str(ROOT / "stages" / "finetune.py"))
-    rc = run_stage(stage["main"], ["-S", "train.distributed=3", "-S", "train.batch_size=32", "--params", "none.yaml",
+    rc = run_stage(stage["main"], ["-S", "train.distributed=3", "-S", "train.batch_size=32", "--params", os.devnull,
                                    "--init", "x.pt", "--out", "o.pt", "--history", "h.csv", "--metrics", "m.json"])
     err = capsys.readouterr().err.strip()
     assert rc == 2

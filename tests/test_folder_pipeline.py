@@ -34,7 +34,7 @@ def test_folder_source_through_every_stage(tmp_path):
     assert data["source"] == "folder" and data["classes"] == ["apple", "kiwi", "plum"]
     assert data["skipped_total"] == 1
     assert sum(data["splits"][s]["size"] for s in ("train", "val", "test")) == 24
-    assert torch.load(tmp_path / "data" / "train.pt", weights_only=True)["images"].shape[1:] == (3, 32, 32)
+    assert torch.load(tmp_path / "data" / "prepared" / "train.pt", weights_only=True)["images"].shape[1:] == (3, 32, 32)
     for role in ("baseline", "candidate"):  # evaluated on exactly the prepared test split
         rows = (m / role / "predictions.csv").read_text().splitlines()[1:]
         assert len(rows) == data["splits"]["test"]["size"]

@@ -29,7 +29,7 @@ def _history(acc0: float) -> str:
 def make_experiment(root, cfg):
     """Metrics files as the pipeline writes them, and a finetuned (here: random) Elim-3 candidate file."""
     from elimnet.models import create_model
-    from elimnet.pipeline.model_stages import build_candidate, describe
+    from elimnet.compress.build import build_candidate, describe
 
     torch.manual_seed(0)
     cand, steps, full = build_candidate(cfg, create_model("resnet18", pretrained=False), 3)

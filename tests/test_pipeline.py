@@ -25,7 +25,7 @@ def test_every_metrics_file_is_written(tiny_run):
               "baseline/eval.json", "baseline/history.csv", "baseline/predictions.csv", "candidate/train.json",
               "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv"]:
         assert (m / f).stat().st_size > 0, f
-    assert (tiny_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tiny_run / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_structure_and_summary_content(tiny_run):

@@ -121,7 +121,7 @@ def test_empty_baseline_is_a_seeded_random_init(tmp_path, arch):
 
 
 def test_elim_cuts_simple_effnet_stages():
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.compress.build import build_candidate
 
     cfg = load_params("/nonexistent.yaml", ["model.arch=simple_effnet", "model.weights=none", "model.elim=2",
                                             "data.image_size=56"])

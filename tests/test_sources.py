@@ -2,6 +2,7 @@
 bad files skipped and counted, stratified and repeatable splits."""
 from __future__ import annotations
 
+import os
 import gzip
 import hashlib
 import io
@@ -118,7 +119,7 @@ def test_offline_is_one_line_naming_url_and_elpv(tmp_path, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("prepare_stage_script", Path("stages/prepare.py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rc = run_stage(script.main, ["--params", str(tmp_path / "none.yaml"), "-S", "data.name=imagenette",
+    rc = run_stage(script.main, ["--params", os.devnull, "-S", "data.name=imagenette",
                                  "-S", f"data.root={tmp_path / 'raw'}", "--out", str(tmp_path / "p"),
                                  "--metrics", str(tmp_path / "m.json")])
     err = capsys.readouterr().err.strip()

@@ -5,6 +5,7 @@ transform, which copies; 32 px inputs keep every forward pass cheap.
 """
 from __future__ import annotations
 
+import os
 import functools
 import json
 
@@ -119,7 +120,7 @@ def test_mobilenet_v3_view():
 def _summary(capsys, arch: str, *overrides: str, num_classes: int = 6) -> dict:
     """`elimnet summary --json` in-process, on defaults (not the repo's params.yaml), random init."""
     capsys.readouterr()
-    args = ["summary", "--json", "--params", "no-such-params.yaml", "--num-classes", str(num_classes),
+    args = ["summary", "--json", "--params", os.devnull, "--num-classes", str(num_classes),
             "-S", f"model.arch={arch}", "-S", "model.weights=none", "-S", "data.image_size=32"]
     for o in overrides:
         args += ["-S", o]
@@ -153,7 +154,7 @@ def test_b0_elim3_published_count(capsys):
 
 
 def test_summary_rejects_elim_beyond_max(capsys):
-    assert main(["summary", "--params", "no-such-params.yaml", "-S", "model.arch=mobilenet_v3_small",
+    assert main(["summary", "--params", os.devnull, "-S", "model.arch=mobilenet_v3_small",
                  "-S", "model.weights=none", "-S", "model.elim=5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: model.elim=5: must be an integer in [0, 4] for arch mobilenet_v3_small (5 stages)"

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from elimnet import errors
+from elimnet.errors import CheckpointError
 from elimnet.io import torch_save
 from elimnet.models import create_model, get_spec
 from elimnet.models.staged import StagedNet
@@ -33,18 +35,32 @@ def build_from_config(config: dict) -> StagedNet:
     return replay(base, config.get("steps", []))
 
 
+_REWRITE = "rerun the stage that writes it (dvc repro)"
+
+
 def load_model(path: str | Path) -> tuple[StagedNet, dict]:
     ckpt = load_checkpoint(path)
-    model = build_from_config(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model, ckpt["config"]
+    config = ckpt["config"]
+    if not isinstance(config, dict) or "arch" not in config:
+        raise CheckpointError(f"{path}: its config names no arch; {_REWRITE}")
+    model = build_from_config(config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # another arch, or a file edited by hand
+        first = errors.one_line(e).removeprefix("Error(s) in loading state_dict for StagedNet: ")
+        raise CheckpointError(f"{path}: weights do not fit arch {config['arch']} ({first[:160]}); {_REWRITE}") from None
+    return model, config
 
 
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file (run the stage that writes it: dvc repro)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"{path}: no such model file; {_REWRITE}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, tampered pickle, not a torch file: all one answer
+        raise CheckpointError(f"{path}: unreadable model file ({type(e).__name__}: {errors.one_line(e)[:120]}); "
+                              f"{_REWRITE}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not an elimnet model file (expected keys config, state_dict)")
+        raise CheckpointError(f"{path}: not an elimnet model file (expected keys config, state_dict); {_REWRITE}")
     return ckpt

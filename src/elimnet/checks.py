@@ -18,7 +18,7 @@ class Field:
     help: str = ""
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -30,7 +30,7 @@ def int_range(lo: int | None = None, hi: int | None = None, optional: bool = Fal
     def check(v):
         if optional and v is None:
             return None
-        if _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi):
+        if is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi):
             return None
         span = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
         return span + (" or null" if optional else "")
@@ -76,7 +76,7 @@ def is_str(optional: bool = False):
 
 def int_list(lo: int = 1):
     def check(v):
-        if isinstance(v, list) and v and all(_is_int(x) and x >= lo for x in v):
+        if isinstance(v, list) and v and all(is_int(x) and x >= lo for x in v):
             return None
         return f"a non-empty list of integers >= {lo}"
     return check

@@ -13,10 +13,11 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
-from elimnet.config import ConfigError, add_params_arguments, load_params
+from elimnet.config import add_params_arguments, params_from_args
+from elimnet.data.prepare import default_num_classes
+from elimnet.errors import ConfigError, run_guarded
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
 
@@ -41,18 +42,16 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
                    help="also print the candidate's per-operation MACs and filters (seed 002, Table 4 form)")
 
 
-def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
-    meta = Path(data_dir) / "meta.json"
-    return len(json.loads(meta.read_text())["classes"]) if meta.exists() else 1000
-
-
 def summarize_model(cfg, num_classes: int) -> dict:
     """Sizes of the full model and the candidate the params describe: random init, no data, no download."""
     from elimnet.models import get_spec
-    from elimnet.pipeline.model_stages import build_from_params, describe
+    from elimnet.compress.build import build_from_params, describe
 
     arch, size = cfg["model.arch"], cfg["data.image_size"]
-    candidate, steps, full = build_from_params(cfg, num_classes)
+    from elimnet.compress.layerprune import LatencyCache
+    # LayerPrune reuses the compress stage's timing table for the same key; read-only (a DVC output).
+    candidate, steps, full = build_from_params(cfg, num_classes,
+                                               latency_table=LatencyCache("metrics/block_latency.json", store=False))
     cand, full_d = describe(candidate, arch, size), describe(full, arch, size)
     kept = {s["name"] for s in cand["stages"]}
     stages = [{**s, "kept": s["name"] in kept} for s in full_d["stages"]]
@@ -67,7 +66,7 @@ def summarize_model(cfg, num_classes: int) -> dict:
 @command("summary", "params, MACs, layers and kept/removed stages of a candidate (no data, no download)",
          _summary_args)
 def cmd_summary(args) -> int:
-    cfg = load_params(args.params, args.overrides)
+    cfg = params_from_args(args)
     n = args.num_classes if args.num_classes is not None else default_num_classes()
     if n < 2:
         raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
@@ -119,11 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    try:
-        return COMMANDS[args.command][2](args) or 0
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_guarded(COMMANDS[args.command][2], args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """params.yaml + `-S key=value` overrides -> one validated config.
 
-Every parameter, its default and what it allows lives in SCHEMA below, so every
-"bad value" message in the project comes from this one place:
+Every parameter, its default and what it allows is a Field: the core keys in CORE below, each
+compression's section in its own module (compress/*.py); schema() joins them. Every "bad value"
+message in the project comes from validate():
 
     model.elim=9: must be an integer in [0, 6] for arch efficientnet_lite0 (7 stages)
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from elimnet.checks import (Field, _is_int, int_list, int_range, is_bool, is_str,  # noqa: F401 - re-exported
-                            num_range, one_of, str_map)
+from elimnet.checks import Field, int_list, int_range, is_bool, is_str, num_range, one_of, str_map
+from elimnet import errors
 from elimnet.errors import ConfigError
 
 
@@ -31,18 +33,16 @@ def _sources():
     return list_sources()
 
 
-def _criteria():
-    from elimnet.compress.layerprune import CRITERIA
-    return sorted(CRITERIA)
-
-
 # ----------------------------------------------------------------------------- schema
-SCHEMA: dict[str, Field] = {
+# The core keys; each compression declares its own section (compress/*.py), added by schema().
+CORE: dict[str, Field] = {
     "seed": Field(42, int_range(0), "global seed: splits, init of new layers, training order"),
     # data ---------------------------------------------------------------------------
     "data.name": Field("elpv", one_of(_sources), "data source"),
     "data.path": Field(None, is_str(optional=True), "folder source: ImageFolder-layout directory"),
     "data.root": Field("data/raw", is_str(), "download cache for online sources"),
+    "data.download_timeout_s": Field(3600.0, num_range(0.0, optional=True, lo_open=True),
+                                     "total time one file's download may take, retries included (null = none)"),
     "data.image_size": Field(96, int_range(16, 1024), "side of the cached square uint8 images"),
     "data.val_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "validation share"),
     "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),
@@ -59,20 +59,8 @@ SCHEMA: dict[str, Field] = {
     # model --------------------------------------------------------------------------
     "model.arch": Field("efficientnet_lite0", one_of(_archs), "backbone"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
-    "model.elim": Field(2, int_range(0), "ELimNet: number of top stages removed"),
-    "model.neck": Field(0, num_range(0.0, 16.0), "fresh 1x1 conv C->r*C after the cut (0 = off)"),
-    "model.block": Field("standard", one_of(["standard", "se"]), "simple_effnet block type"),
-    "model.prune.k": Field(0, int_range(0), "LayerPrune: blocks removed (0 = off)"),
-    "model.prune.criterion": Field("l1", one_of(_criteria), "LayerPrune block ranking"),
-    "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
-                                        "LayerPrune budget: <=1 fraction of full bs=1 latency, >1 ms"),
-    "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
-    "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
-    "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (_is_int(v) and v >= 0)
-                               else "max, min or a group index >= 0", "which group is kept"),
-    "model.diet.keep_early": Field(False, is_bool, "Diet: keep stem and first stage at full width"),
-    "model.filter.ratio": Field(0.0, num_range(0.0, 0.95), "torch-pruning channel ratio (0 = off)"),
-    "model.filter.importance": Field("l1", one_of(["l1", "taylor"]), "torch-pruning importance"),
+    "model.block": Field("standard", one_of(["standard", "se", "condconv"]), "simple_effnet block type"),
+    "model.experts": Field(4, int_range(1, 64), "CondConv experts per layer (model.block=condconv)"),
     # train --------------------------------------------------------------------------
     "train.epochs": Field(6, int_range(1), "finetuning epochs"),
     "train.batch_size": Field(32, int_range(1), "training batch size"),
@@ -115,8 +103,35 @@ SCHEMA: dict[str, Field] = {
     "mlflow.enabled": Field(True, is_bool, "log to MLflow in the report stage"),
 }
 
-# Keys whose value is a mapping: their children are data, not schema keys.
-_MAP_KEYS = {k for k, f in SCHEMA.items() if isinstance(f.default, dict)}
+_SCHEMA: dict[str, Field] = {}
+
+
+def schema() -> dict[str, Field]:
+    """Every parameter: the core keys plus each registered compression's section (built once)."""
+    if not _SCHEMA:
+        from elimnet.compress import ordered
+
+        merged = dict(CORE)
+        for t in ordered():
+            clash = set(t.params) & set(merged)
+            if clash:
+                raise ValueError(f"compression {t.name} declares params that exist already: {sorted(clash)}")
+            merged.update(t.params)
+        # params.yaml's order: core groups first, compression keys inside "model" after the core model keys.
+        groups = list(dict.fromkeys(k.split(".")[0] for k in CORE))
+        _SCHEMA.update(sorted(merged.items(), key=lambda kv: groups.index(kv[0].split(".")[0])))
+    return _SCHEMA
+
+
+def __getattr__(name: str):  # `config.SCHEMA` stays available, built on first use
+    if name == "SCHEMA":
+        return schema()
+    raise AttributeError(name)
+
+
+def _map_keys() -> set[str]:
+    """Keys whose value is a mapping: their children are data, not schema keys."""
+    return {k for k, f in schema().items() if isinstance(f.default, dict)}
 
 
 # ----------------------------------------------------------------------------- config
@@ -154,7 +169,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in _MAP_KEYS:
+        if isinstance(v, dict) and key not in _map_keys():
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
@@ -173,9 +188,30 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, SCHEMA, n=3)
+    close = difflib.get_close_matches(key, schema(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see params.yaml for the allowed keys"
     return ConfigError(f"{key}: unknown parameter{hint}")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars, as DVC's ruamel reads params.yaml: `1e-3` is a float, only true/false are booleans
+    (PyYAML's YAML 1.1 reads `1e-3` as a string and `yes`/`on` as true)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    """Parse params text with YAML 1.2 scalars (see _Loader)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -186,22 +222,22 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"{item!r}: an override must look like key=value, e.g. model.elim=3")
-        if key not in SCHEMA:
+        if key not in schema():
             raise _unknown_key(key)
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
     return out
 
 
 def validate(flat: dict[str, Any]) -> Config:
-    values = {k: copy.deepcopy(f.default) for k, f in SCHEMA.items()}
+    values = {k: copy.deepcopy(f.default) for k, f in schema().items()}
     for key, v in flat.items():
-        if key not in SCHEMA:
+        if key not in schema():
             raise _unknown_key(key)
         values[key] = v
-    for key, f in SCHEMA.items():
+    for key, f in schema().items():
         allowed = f.check(values[key])
         if allowed:
             raise ConfigError(f"{key}={_show(values[key])}: must be {allowed}")
@@ -224,10 +260,6 @@ def _cross_checks(v: dict[str, Any]) -> None:
         with_variants = [a for a in _archs() if get_spec(a).meta.get("blocks")]
         raise ConfigError(f"model.block={v['model.block']}: must be standard for arch {spec.name} "
                           f"(block variants exist for {', '.join(with_variants)})")
-    if v["model.elim"] >= spec.num_stages:
-        raise ConfigError(
-            f"model.elim={v['model.elim']}: must be an integer in [0, {spec.num_stages - 1}] "
-            f"for arch {spec.name} ({spec.num_stages} stages)")
     if v["model.weights"] == "imagenet" and not spec.has_pretrained:
         raise ConfigError(f"model.weights=imagenet: arch {spec.name} has no pretrained weights; "
                           f"must be none")
@@ -236,22 +268,33 @@ def _cross_checks(v: dict[str, Any]) -> None:
                           f"{v['data.val_fraction'] + v['data.test_fraction']:g}: must be < 0.9")
     if v["data.name"] == "folder" and not v["data.path"]:
         raise ConfigError("data.path=null: must name an ImageFolder directory when data.name=folder")
-    g = v["model.diet.groups"]
-    if _is_int(v["model.diet.select"]) and v["model.diet.select"] >= g:
-        raise ConfigError(f"model.diet.select={v['model.diet.select']}: must be max, min or a group "
-                          f"index in [0, {g - 1}] for model.diet.groups={g}")
+    from elimnet.compress import ordered
+
+    for t in ordered():
+        if t.check is not None:
+            t.check(v, spec)
 
 
 def _show(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> Config:
-    """Read params.yaml (missing keys take their defaults), apply -S overrides, validate."""
-    path = Path(path)
+def load_params(path: str | Path | None = "params.yaml", overrides: Iterable[str] = ()) -> Config:
+    """Read a params file (missing keys take their defaults), apply -S overrides, validate.
+
+    A missing file means the defaults (elimnet commands outside a repo; hermetic tests); the command
+    line refuses a missing file that the user named (params_from_args).
+    """
     tree = {}
+    path = Path(path) if path is not None else Path("params.yaml")
     if path.exists():
-        tree = yaml.safe_load(path.read_text()) or {}
+        try:
+            tree = yaml_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(e, "problem", None) or errors.one_line(e)
+            raise ConfigError(f"{where}: YAML syntax error ({problem}); fix the file") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: must hold a mapping of parameter groups")
     flat = flatten(tree)
@@ -259,12 +302,21 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ())
     return validate(flat)
 
 
-def defaults() -> Config:
-    return validate({})
+def defaults(overrides: Iterable[str] = ()) -> Config:
+    """The schema's defaults with `-S`-style overrides: no params file read."""
+    return validate(parse_overrides(overrides))
+
+
+def params_from_args(args) -> Config:
+    """The Config an entry point's `--params`/`-S` arguments describe (see add_params_arguments)."""
+    if args.params is not None and not Path(args.params).exists():  # os.devnull: no file, the defaults
+        raise ConfigError(f"--params {args.params}: no such file (omit --params to use ./params.yaml or the defaults)")
+    return load_params(args.params if args.params is not None else "params.yaml", args.overrides)
 
 
 def add_params_arguments(parser) -> None:
     """`--params FILE` and repeatable `-S key=value`, as every elimnet entry point takes them."""
-    parser.add_argument("--params", default="params.yaml", help="params file (missing file = defaults)")
+    parser.add_argument("--params", default=None,
+                        help="params file (default: ./params.yaml when present, else the defaults)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, as in `dvc exp run -S` (repeatable)")

@@ -48,3 +48,23 @@ def one_line(err: BaseException) -> str:
     """str(err) folded onto one line (multi-line library messages keep their first line)."""
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def run_guarded(fn, *args, **kwargs) -> int:
+    """Call fn; a user-facing failure becomes one line on stderr and its exit code (the stage runner and the CLI)."""
+    import sys
+
+    try:
+        return fn(*args, **kwargs) or 0
+    except ElimnetError as e:
+        if debug():
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        # Outputs are written atomically, so an interrupt leaves the previous files in place.
+        print("error: interrupted (Ctrl-C); no output was half-written, rerun the same command to continue",
+              file=sys.stderr)
+        return 130

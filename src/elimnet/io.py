@@ -60,7 +60,17 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def torch_save(path: str | Path, obj: Any) -> None:
+    """torch.save, byte-stable: the same object gives the same bytes.
+
+    torch.save to a path stores the file's stem inside the zip ("<name>/data.pkl"), so saving
+    through a random temp name made identical weights differ (and DVC rerun downstream stages).
+    A buffer always gets the fixed inner name "archive".
+    """
+    import io
+
     import torch
 
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getbuffer())

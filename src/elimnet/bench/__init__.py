@@ -1,8 +1,5 @@
-"""Model size and speed: params/MACs (profile), latency per backend (latency, onnx_bench), memory.
+"""Model size and speed: params/MACs (profile), latency per backend (backends, latency), memory.
 
 Kept free of torch imports so that the report code can read benchmark results without it.
 """
-
-# Latency backends, in the order they are measured and reported (keys of metrics/latency.json):
-# eager PyTorch CPU, eager CUDA, ONNX Runtime CPU, torch.compile on CPU.
-BACKENDS = ("cpu", "cuda", "onnx", "compile")
+from elimnet.bench.backends import BACKENDS  # noqa: F401 - measured and reported in this order

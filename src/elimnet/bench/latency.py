@@ -25,7 +25,6 @@ def latency_stats(samples_ms: list[float], batch_size: int) -> dict:
             "repeats": int(a.size), "images_per_s": batch_size * 1000.0 / med if med > 0 else None}
 
 
-_stats = latency_stats  # old name
 
 
 def time_runners(runners: dict[str, Runner], batch_size: int, *, device: str = "cpu", warmup: int = 3,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from elimnet.models.staged import StagedNet, count_params
+from elimnet.models.staged import StagedNet, count_params, eval_mode
 
 
 @dataclass
@@ -37,8 +37,9 @@ class MacRow:
 
 
 def _filters(module: nn.Module) -> int:
-    return sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-               for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    # a CondConv (`experts` > 0) counts its mixed kernel's filters once, like the conv it replaces
+    return sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels
+               for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "experts"))
 
 
 def _part(m: nn.Module) -> str:
@@ -83,11 +84,9 @@ def _segments(model: StagedNet):
 @torch.no_grad()
 def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
     """{"rows": [MacRow as dict], "total_macs", "total_filters", "total_params", "image_size"}."""
-    was = model.training
-    model.eval()
     rows: list[MacRow] = []
     x = torch.zeros(1, in_chans, image_size, image_size)
-    try:
+    with eval_mode(model):
         for module, fwd in _segments(model):
             with FlopCounterMode(display=False) as counter:
                 y = fwd(x)
@@ -105,8 +104,6 @@ def mac_table(model: StagedNet, image_size: int, in_chans: int = 3) -> dict:
             else:
                 rows.append(row)
             x = y
-    finally:
-        model.train(was)
     return {"image_size": image_size, "rows": [asdict(r) for r in rows],
             "total_macs": sum(r.macs for r in rows), "total_filters": sum(r.filters for r in rows),
             "total_params": sum(r.params for r in rows)}
@@ -126,10 +123,12 @@ def format_mac_table(table: dict) -> str:
 def candidate_mac_table(cfg, num_classes: int) -> dict:
     """The table of the candidate the params describe (random init, no data), as `elimnet summary` sizes it."""
     from elimnet.models import create_model
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.compress.build import build_candidate
 
     torch.manual_seed(cfg["seed"])
-    candidate, _, _ = build_candidate(cfg, create_model(cfg["model.arch"]), num_classes, data_dir=None)
+    from elimnet.models.registry import params_arch_args
+    base = create_model(cfg["model.arch"], arch_args=params_arch_args(cfg["model.arch"], cfg))
+    candidate, _, _ = build_candidate(cfg, base, num_classes, data_dir=None)
     return mac_table(candidate, cfg["data.image_size"])
 
 
@@ -139,10 +138,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="MAC table of simple_effnet (seed 002, Table 4)")
     p.add_argument("--dense", action="store_true", help="dense 3x3 middle conv, as the seed's table counts it")
     p.add_argument("--se", action="store_true", help="SE-enhanced blocks")
+    p.add_argument("--condconv", type=int, default=0, metavar="M",
+                   help="block [C]: SE + CondConv with M experts (routing and expert mixing counted)")
     p.add_argument("--image-size", type=int, default=56)
     p.add_argument("--num-classes", type=int, default=100)
     args = p.parse_args(argv)
-    model = build_simple_effnet(num_classes=args.num_classes, se=args.se, depthwise=not args.dense)
+    model = build_simple_effnet(num_classes=args.num_classes, se=args.se, depthwise=not args.dense,
+                                experts=args.condconv)
     print(format_mac_table(mac_table(model, args.image_size)))
     return 0
 

@@ -1,25 +1,26 @@
-"""Compressions over the stage view, composed in a fixed order (see base.ORDER)."""
+"""Compressions over the stage view, composed in their declared order (compress/base.py).
+
+Every module of this package is imported here, and each registers its transform on import:
+a new compression is a new module, found without editing this file.
+"""
 from __future__ import annotations
 
-from elimnet.compress.base import ORDER, TRANSFORMS, CompressContext, register_transform
-# Each module registers its transform on import.
-from elimnet.compress import elim  # noqa: F401
-from elimnet.compress import layerprune  # noqa: F401
-from elimnet.compress import diet  # noqa: F401
-from elimnet.compress import filter_prune  # noqa: F401
+import importlib
+import pkgutil
+
+from elimnet.compress.base import TRANSFORMS, CompressContext, all_off, ordered, register_transform
+from elimnet.errors import CheckpointError
 from elimnet.models.staged import StagedNet
 
-
 def plan_and_apply(model: StagedNet, cfg, ctx: CompressContext) -> tuple[StagedNet, list[dict]]:
-    """Run every enabled transform in ORDER; return the model and the replayable steps."""
+    """Run every enabled transform in order; return the model and the replayable steps."""
     steps = []
-    for name in ORDER:
-        t = TRANSFORMS[name]
+    for t in ordered():
         spec = t.plan(model, cfg, ctx)
         if spec is None:
             continue
         model, report = t.apply(model, **spec)
-        steps.append({"name": name, "spec": spec, "report": report})
+        steps.append({"name": t.name, "spec": spec, "report": report})
     return model, steps
 
 
@@ -27,9 +28,13 @@ def replay(model: StagedNet, steps: list[dict]) -> StagedNet:
     """Rebuild a compressed architecture from saved resolved specs (weights loaded after)."""
     for step in steps:
         if step["name"] not in TRANSFORMS:
-            raise ValueError(f"unknown transform {step['name']!r}; known: {', '.join(TRANSFORMS)}")
+            raise CheckpointError(f"unknown transform {step['name']!r} in a saved model; known: {', '.join(TRANSFORMS)}")
         model, _ = TRANSFORMS[step["name"]].apply(model, **step["spec"])
     return model
 
 
-__all__ = ["ORDER", "TRANSFORMS", "CompressContext", "plan_and_apply", "register_transform", "replay"]
+# Last, so that a module may use plan_and_apply while it is imported.
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["TRANSFORMS", "CompressContext", "all_off", "ordered", "plan_and_apply", "register_transform", "replay"]

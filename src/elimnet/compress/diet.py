@@ -5,7 +5,7 @@ score is the sum of the weights (and biases) that survive when group j is kept, 
 every tensor whose shape changes. One global group (`select`: max as the seed, min, or an
 explicit index) is kept in every layer, so residual additions, SE gates and depthwise convs
 stay consistent. Untouched: the image's 3 input channels, the class Linear's outputs, and
-(with `keep_early`) every layer of the stem and the first stage.
+(with `keep_early`) every layer of the stem and the first stage (`stem`: the stem only).
 
 Which dims of a layer are sliced is found by one dummy forward pass, each conv/BN/linear
 temporarily running a sliced copy of itself: a layer's input is sliced exactly when the
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from elimnet.compress.base import register_transform
+from elimnet.checks import Field, int_range, is_int
 from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet, count_params, linears, replace_module
 
@@ -126,27 +127,31 @@ def _sliced_module(cut: Cut, groups: int, index: int, clone: bool) -> nn.Module:
     return new
 
 
-def trace_cuts(model: StagedNet, groups: int, keep_early: bool = False,
+def trace_cuts(model: StagedNet, groups: int, keep_early: bool | str = False,
                image_size: int = TRACE_SIZE, in_chans: int = 3) -> list[Cut]:
     """Every conv/BN/linear reached by a forward pass, in execution order, with what it slices."""
     if groups < 2:
         raise _fail(groups, "must be >= 2 to slice (1 = off)")
     final = linears(model.classifier)[-1]
 
-    def keep(path: str) -> bool:  # keep_early: the stem and the first stage stay at full width
-        return keep_early and (path == "stem" or path.startswith(("stem.", "stages.0.")))
+    def keep(path: str) -> bool:  # keep_early: the stem (and, when true, the first stage) stay at full width
+        early = ("stem.",) if keep_early == "stem" else ("stem.", "stages.0.")
+        return bool(keep_early) and (path == "stem" or path.startswith(early))
     for path, m in model.named_modules():
         if not isinstance(m, SLICEABLE) and any(True for _ in m.parameters(recurse=False)):
             raise _fail(groups, f"cannot slice {path} ({type(m).__name__}): only Conv2d, BatchNorm2d and Linear")
     cuts: dict[str, Cut] = {}
     patched = []
+    spans = _patch_involutions(model, groups, patched)  # the involution branch, below
     for path, m in model.named_modules():
         if isinstance(m, SLICEABLE):
             def forward(x, path=path, m=m):
                 width = x.shape[-1] if isinstance(m, nn.Linear) else x.shape[1]
                 if path in cuts:
                     raise _fail(groups, f"{path} is called twice in one forward pass; shared layers are unsupported")
-                cut = _decide(path, m, width, groups, keep(path), m is final)
+                cut = _decide(path, m, width, groups, keep(path) or path in spans, m is final)
+                if path in spans:
+                    cut = _decide_span(cut, spans[path], groups)
                 cuts[path] = cut
                 return _sliced_module(cut, groups, 0, clone=False)(x)  # only the shape matters here
             m.forward = forward  # an instance attribute shadows the class's forward until deleted
@@ -159,7 +164,7 @@ def trace_cuts(model: StagedNet, groups: int, keep_early: bool = False,
     except RuntimeError as e:  # e.g. an addition of a full-width and a sliced tensor
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if keep_early:
-            raise ConfigError("model.diet.keep_early=true: this arch adds the first stage's full-width output "
+            raise ConfigError(f"model.diet.keep_early={str(keep_early).lower()}: this arch adds a full-width output "
                               f"to a sliced later layer ({first}); must be false") from None
         raise _fail(groups, f"the sliced model does not run ({first})") from None
     finally:
@@ -203,7 +208,8 @@ def select_group(sums: list[float], select: str | int) -> int:
     raise ConfigError(f"model.diet.select={select}: must be max, min or a group index in [0, {len(sums) - 1}]")
 
 
-def apply_diet(model: StagedNet, groups: int, index: int, keep_early: bool = False) -> tuple[StagedNet, dict]:
+def apply_diet(model: StagedNet, groups: int, index: int, keep_early: bool | str = False
+               ) -> tuple[StagedNet, dict]:
     if not 0 <= index < groups:
         raise ConfigError(f"model.diet.select={index}: must be a group index in [0, {groups - 1}]")
     before = count_params(model)
@@ -212,9 +218,55 @@ def apply_diet(model: StagedNet, groups: int, index: int, keep_early: bool = Fal
     for cut in cuts:
         if cut.in_sliced or cut.out_sliced:
             replace_module(model, cut.path, _sliced_module(cut, groups, index, clone=True))
+    _sync_involutions(model)
     kept_full = [c.path for c in cuts if not (c.in_sliced or c.out_sliced)]
     return model, {"group_sums": sums, "params_before": before, "params_after": count_params(model),
                    "sliced_layers": len(cuts) - len(kept_full), "unsliced_layers": kept_full}
+
+
+# ----------------------------------------------------------------------------- the involution branch
+# An involution's span conv (models/involution.py) emits K*K*G channels laid out group-major
+# (channel g*K*K + t = tap t of group g's kernel), and the kernel of group g multiplies input
+# channels 16g..16g+15. So the span's output is sliced exactly when the involution's input is
+# (never by the keep/final rule of a plain conv), its contiguous g-th chunk is whole groups with
+# all K*K taps (halve G, keep K*K), and g must divide G, not merely K*K*G. The reduce conv inside
+# is an ordinary conv. After slicing, each Involution re-reads G from its span conv.
+
+def _involution_type():
+    from elimnet.models.involution import Involution  # lazy: compress/ needs no arch at import
+    return Involution
+
+
+def _patch_involutions(model: nn.Module, groups: int, patched: list) -> dict[str, tuple]:
+    """{span conv path: (involution path, module, [input sliced?])}; each Involution records its input width."""
+    spans: dict[str, tuple] = {}
+    for path, m in model.named_modules():
+        if isinstance(m, _involution_type()):
+            state: list[bool] = []
+
+            def forward(x, m=m, state=state, cls_forward=type(m).forward):
+                state[:] = [x.shape[1] != m.channels]  # narrower than built: its input is sliced
+                return cls_forward(m, x)
+            m.forward = forward
+            patched.append(m)
+            spans[f"{path}.span" if path else "span"] = (path, m, state)
+    return spans
+
+
+def _decide_span(cut: Cut, span: tuple, groups: int) -> Cut:
+    path, inv, state = span
+    in_sliced = bool(state and state[0])
+    if in_sliced and inv.groups % groups:
+        raise _fail(groups, f"does not divide the {inv.groups} involution groups of {path} "
+                            f"({inv.kernel_size}x{inv.kernel_size} kernels of {inv.group_channels} channels each); "
+                            "Diet keeps whole groups with all their kernel taps")
+    return Cut(cut.path, cut.module, cut.in_sliced, in_sliced)
+
+
+def _sync_involutions(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, _involution_type()):
+            m.sync_width()
 
 
 def plan_diet(model, cfg, ctx):
@@ -226,10 +278,26 @@ def plan_diet(model, cfg, ctx):
     return {"groups": groups, "index": select_group(sums, cfg["model.diet.select"]), "keep_early": keep_early}
 
 
-register_transform("diet", plan_diet, apply_diet)
+def check_diet(v: dict, spec) -> None:
+    g = v["model.diet.groups"]
+    if is_int(v["model.diet.select"]) and v["model.diet.select"] >= g:
+        raise ConfigError(f"model.diet.select={v['model.diet.select']}: must be max, min or a group "
+                          f"index in [0, {g - 1}] for model.diet.groups={g}")
 
 
-def diet(model: StagedNet, groups: int, select: str | int = "max", keep_early: bool = False
+register_transform(
+    "diet", plan_diet, apply_diet, order=30, off={"model.diet.groups": 1}, check=check_diet,
+    label=lambda p: f"Diet g={p['model.diet.groups']}",
+    params={
+        "model.diet.groups": Field(1, int_range(1), "Model Diet channel groups (1 = off)"),
+        "model.diet.select": Field("max", lambda v: None if v in ("max", "min") or (is_int(v) and v >= 0)
+                                   else "max, min or a group index >= 0", "which group is kept"),
+        "model.diet.keep_early": Field(False, lambda v: None if v in (True, False, "stem") else "true, false or stem",
+                                       "Diet: keep stem and first stage (stem: the stem only) at full width"),
+    })
+
+
+def diet(model: StagedNet, groups: int, select: str | int = "max", keep_early: bool | str = False
          ) -> tuple[StagedNet, dict]:
     """Pure Model Diet: the chosen group's slices in a new, smaller model; `model` is untouched."""
     from elimnet.compress.base import TRANSFORMS

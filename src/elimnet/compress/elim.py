@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from elimnet.checks import Field, int_range, num_range
+from elimnet.errors import ConfigError
 from elimnet.compress.base import register_transform
 from elimnet.models.staged import StagedNet, count_params, feature_channels, linears, replace_module
 
@@ -30,7 +32,7 @@ def _path_in(root: nn.Module, target: nn.Module) -> str:
 def apply_elim(model: StagedNet, k: int, neck: float = 0) -> tuple[StagedNet, dict]:
     n = len(model.stages)
     if not 0 <= k < n:
-        raise ValueError(f"model.elim={k}: must be an integer in [0, {n - 1}] ({n} stages)")
+        raise ConfigError(f"model.elim={k}: must be an integer in [0, {n - 1}] ({n} stages)")
     before = count_params(model)
     report = {"k": k, "removed_stages": list(range(n - k, n)), "removed_head": False, "neck": neck}
     if k == 0 and not neck:
@@ -71,8 +73,26 @@ def plan_elim(model, cfg, ctx):
     return {"k": k, "neck": neck} if (k or neck) else None
 
 
-register_transform("classifier", plan_classifier, apply_classifier)
-register_transform("elim", plan_elim, apply_elim)
+def check_elim(v: dict, spec) -> None:
+    if v["model.elim"] >= spec.num_stages:
+        raise ConfigError(f"model.elim={v['model.elim']}: must be an integer in [0, {spec.num_stages - 1}] "
+                          f"for arch {spec.name} ({spec.num_stages} stages)")
+
+
+def label_elim(p: dict) -> str:
+    parts = [f"Elim {p['model.elim']}"] if p.get("model.elim") else []
+    if p.get("model.neck"):
+        parts.append(f"neck {p['model.neck']:g}")
+    return " + ".join(parts)
+
+
+# The classifier resize always runs first: every candidate gets a classifier for its own classes.
+register_transform("classifier", plan_classifier, apply_classifier, order=0)
+register_transform(
+    "elim", plan_elim, apply_elim, order=10, off={"model.elim": 0, "model.neck": 0}, label=label_elim,
+    check=check_elim,
+    params={"model.elim": Field(2, int_range(0), "ELimNet: number of top stages removed"),
+            "model.neck": Field(0, num_range(0.0, 16.0), "fresh 1x1 conv C->r*C after the cut (0 = off)")})
 
 
 def elim(model: StagedNet, k: int, neck: float = 0) -> tuple[StagedNet, dict]:

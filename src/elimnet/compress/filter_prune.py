@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from elimnet.compress.base import register_transform
-from elimnet.errors import ConfigError
-from elimnet.models.staged import StagedNet, count_params, linears
+from elimnet.checks import Field, num_range, one_of
+from elimnet.errors import CheckpointError, ConfigError
+from elimnet.models.staged import StagedNet, count_params, eval_mode, linears
 
 TRACE_SIZE = 64  # px of the dummy input DepGraph traces with
 TAYLOR_BATCHES = 4  # training batches whose gradients score channels for importance=taylor
@@ -56,6 +57,28 @@ def _accumulate_taylor_grads(model: nn.Module, ctx) -> None:
     model.eval()
 
 
+def involution_layers(model: nn.Module) -> list[nn.Module]:
+    """Convs DepGraph must not narrow around an involution: its kernel-generating convs and the conv
+    that produces its input. Their channels are reshaped into (groups, 16, K*K) inside the module,
+    which DepGraph cannot follow; the residual stream and the 1x1 convs around them stay prunable."""
+    from elimnet.models.involution import Involution
+    order: list[nn.Module] = []
+    keep: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: order.append(mod))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, Involution))]
+    try:
+        with torch.no_grad():
+            model(_example())
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, m in enumerate(order):
+        if isinstance(m, Involution):
+            producer = next((p for p in reversed(order[:i]) if isinstance(p, nn.Conv2d)), None)
+            keep += [c for c in m.modules() if isinstance(c, nn.Conv2d)] + ([producer] if producer else [])
+    return keep
+
+
 def prune_history(model: StagedNet, ratio: float, importance: str = "l1", ctx=None) -> list[list]:
     """Run torch-pruning on a copy of `model`; return its pruning history as plain JSON."""
     import torch_pruning as tp
@@ -66,7 +89,7 @@ def prune_history(model: StagedNet, ratio: float, importance: str = "l1", ctx=No
     if importance == "taylor":
         _accumulate_taylor_grads(work, ctx)
     pruner = tp.pruner.MetaPruner(work, _example(), importance=imp, pruning_ratio=ratio, global_pruning=False,
-                                  ignored_layers=[linears(work.classifier)[-1]])
+                                  ignored_layers=[linears(work.classifier)[-1]] + involution_layers(work))
     pruner.step()
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
 
@@ -75,14 +98,12 @@ def apply_filter(model: StagedNet, ratio: float, importance: str, history: list[
     """Replay a recorded pruning history: exact shapes and, on the planning model, the kept channels."""
     import torch_pruning as tp
     before = count_params(model)
-    was = model.training
-    model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, _example())
-    try:
-        dg.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
-    except AttributeError as e:  # a layer named in the history is not in this model
-        raise ValueError(f"model.filter: the saved pruning history does not fit this model ({e})") from None
-    model.train(was)
+    with eval_mode(model):
+        dg = tp.DependencyGraph().build_dependency(model, _example())
+        try:
+            dg.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
+        except AttributeError as e:  # a layer named in the history is not in this model
+            raise CheckpointError(f"model.filter: the saved pruning history does not fit this model ({e})") from None
     for p in model.parameters():  # torch-pruning leaves stale .grad tensors of the old shapes behind
         p.grad = None
     return model, {"params_before": before, "params_after": count_params(model),
@@ -97,7 +118,13 @@ def plan_filter(model, cfg, ctx):
     return {"ratio": ratio, "importance": importance, "history": prune_history(model, ratio, importance, ctx)}
 
 
-register_transform("filter", plan_filter, apply_filter)
+register_transform(
+    "filter", plan_filter, apply_filter, order=40, off={"model.filter.ratio": 0.0},
+    label=lambda p: f"Filter {p['model.filter.ratio']:g}",
+    params={
+        "model.filter.ratio": Field(0.0, num_range(0.0, 0.95), "torch-pruning channel ratio (0 = off)"),
+        "model.filter.importance": Field("l1", one_of(["l1", "taylor"]), "torch-pruning importance"),
+    })
 
 
 def filter_prune(model: StagedNet, ratio: float, importance: str = "l1", ctx=None) -> tuple[StagedNet, dict]:

@@ -1,47 +1,49 @@
 """LayerPrune (seed 003): score the removable blocks, replace the least important by identity, in one shot.
 
 Candidates are blocks whose output shape equals their input shape (residual blocks, MBConv
-blocks with a skip); blocks that change stride or channels are never removed. A block's
-score follows the seed: a filter criterion is computed per filter, averaged over the
-filters of each weight layer, then over the block's layers (higher = more important):
-
-- l1 / l2       per-filter weight norm, divided by the filter size (mean |w|, RMS w) so that
-                layers with different fan-in compare on one scale; within a layer the ranking
-                is that of the plain norm;
-- bn            mean |gamma| of each BatchNorm;
-- taylor        |sum_f w * dL/dw| per filter (first-order loss change), averaged over
-                model.prune.batches training batches;
-- activation    mean |feature map| per channel after each BatchNorm, on validation images;
-- imprint       accuracy drop of an imprinted proxy classifier (elimnet.compress.imprint) when
-                the block is skipped: nothing is trained.
+blocks with a skip); blocks that change stride or channels are never removed. Blocks are ranked
+by a criterion from the registry in elimnet.compress.criteria (l1, l2, bn, taylor, activation,
+imprint = the ICIP 2020 rule, imprint_ablation); higher = more important.
 
 Selection: `model.prune.k` removes the k lowest-scored candidates; `model.prune.latency_budget`
-(<= 1: fraction of the full model's bs=1 CPU latency, > 1: ms) removes candidates in order of
-least importance per measured millisecond until the predicted latency holds the budget.
-The resolved spec is the list of removed block paths, so a saved model replays without data.
+(<= 1: fraction of the full model's latency, > 1: ms) removes candidates in order of least
+importance per millisecond until the predicted latency holds the budget. Latencies come from a
+per-block table measured once per key (arch, structure, image size, batch size, backend,
+threads, hardware fingerprint) and cached in metrics/block_latency.json, so the selection is a
+pure function of the scores and that table. The resolved spec is the list of removed block
+paths, so a saved model replays without data.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from elimnet.compress.base import CompressContext, register_transform
+from elimnet.checks import Field, int_range, is_int, num_range, one_of
+from elimnet.compress.criteria import (BATCH_SIZE, CRITERIA, ScoreRequest, get_criterion,  # noqa: F401
+                                       list_criteria)
 from elimnet.errors import ConfigError
-from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
+from elimnet.io import read_json, write_json
 from elimnet.models.staged import BlockInfo, StagedNet, count_params, replace_module, stage_view
 
-# name -> needs data (config.py lists the keys as the allowed model.prune.criterion values)
-CRITERIA = {"l1": False, "l2": False, "bn": False, "taylor": True, "activation": True, "imprint": True}
-# which prepared split each data-dependent criterion reads
-NEEDS = {"taylor": ("train",), "activation": ("val",), "imprint": ("val",)}
-BATCH_SIZE = 32  # images per batch for data-dependent criteria (model.prune.batches of them)
 CHECK_SIZE = 64  # candidates must also keep their shape at this input side (apply re-checks there)
-WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+BACKENDS = ("eager",)  # latency backends a budget can be measured with (ort once the deploy work lands)
+BUDGET_BATCH_SIZES = (1, 8, 64)  # as in seed 003
+TABLE_REPEATS, TABLE_BUDGET_S, TABLE_WARMUP = 30, 2.0, 3
+CHANCE_MARGIN = 0.05  # warn when the full net's proxy accuracy is within max(this, 2 SE) of chance
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -55,157 +57,47 @@ def candidates(model: StagedNet, image_size: int = CHECK_SIZE) -> list[BlockInfo
     return [b for b in view.candidates if b.path in ok]
 
 
-def _layers(block: nn.Module, kinds) -> list[nn.Module]:
-    return [m for m in block.modules() if isinstance(m, kinds)]
-
-
-def _bns(block: nn.Module) -> list[nn.Module]:
-    return [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return float(sum(values) / len(values)) if values else float("nan")
-
-
 # ----------------------------------------------------------------------------- criteria
-def weight_norm_scores(model: StagedNet, paths: list[str], p: int = 1) -> dict[str, float]:
-    out = {}
-    for path in paths:
-        per_layer = []
-        for m in _layers(model.get_submodule(path), WEIGHT_LAYERS):
-            w = m.weight.detach().flatten(1).float()  # one row per filter
-            f = w.abs().mean(1) if p == 1 else w.pow(2).mean(1).sqrt()
-            per_layer.append(float(f.mean()))
-        out[path] = _mean(per_layer)
-    return out
-
-
-def bn_scores(model: StagedNet, paths: list[str]) -> dict[str, float]:
-    out = {}
-    for path in paths:
-        bns = [m for m in _bns(model.get_submodule(path)) if m.weight is not None]
-        if not bns:
-            raise ConfigError(f"model.prune.criterion=bn: block {path} has no affine BatchNorm; use l1, l2, taylor, "
-                              "activation or imprint")
-        out[path] = _mean(float(m.weight.detach().abs().mean()) for m in bns)
-    return out
-
-
-def taylor_scores(model: StagedNet, paths: list[str], split: TensorSplit, normalize: Normalizer, *,
-                  batches: int, batch_size: int = BATCH_SIZE, seed: int = 0,
-                  progress: bool = True) -> dict[str, float]:
-    """Per filter |sum(w * dL/dw)| (Molchanov's first-order term), averaged over batches."""
-    layers = {path: _layers(model.get_submodule(path), WEIGHT_LAYERS) for path in paths}
-    params = [m.weight for ls in layers.values() for m in ls]
-    acc = [torch.zeros(w.shape[0]) for w in params]
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()  # frozen BN statistics: planning must not change the model
-    n = 0
-    try:
-        gen = torch.Generator().manual_seed(seed)
-        it = iterate_batches(split, batch_size, normalize, shuffle=True, generator=gen)
-        for x, y in tqdm(it, total=min(batches, math.ceil(len(split) / batch_size)), desc="taylor",
-                         unit="batch", disable=not progress, leave=False):
-            if n == batches:
-                break
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for a, w, g in zip(acc, params, grads):
-                if g is not None:
-                    a += (w.detach() * g).flatten(1).sum(1).abs().float().cpu()
-            n += 1
-    finally:
-        model.train(was)
-    out, i = {}, 0
-    for path, ls in layers.items():
-        out[path] = _mean(float(acc[i + j].mean()) / max(n, 1) for j in range(len(ls)))
-        i += len(ls)
-    return out
-
-
-@torch.no_grad()
-def activation_scores(model: StagedNet, paths: list[str], split: TensorSplit, normalize: Normalizer, *,
-                      batches: int, batch_size: int = BATCH_SIZE, progress: bool = True) -> dict[str, float]:
-    """Mean |feature map| per channel after each BatchNorm (each conv where a block has none)."""
-    sums: dict[tuple[str, int], torch.Tensor] = {}
-    hooks = []
-    for path in paths:
-        block = model.get_submodule(path)
-        for j, m in enumerate(_bns(block) or _layers(block, nn.Conv2d)):
-            def hook(mod, inp, out, key=(path, j)):
-                v = out.detach().abs().float().mean(dim=(0, 2, 3) if out.dim() == 4 else 0).cpu() * out.shape[0]
-                sums[key] = sums[key] + v if key in sums else v
-            hooks.append(m.register_forward_hook(hook))
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    seen = 0
-    try:
-        for x, _ in tqdm(iterate_batches(split.subset(batches * batch_size), batch_size, normalize),
-                         desc="activation", unit="batch", disable=not progress, leave=False):
-            model.forward_features(x.to(device))
-            seen += len(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return {path: _mean(float(v.mean()) / seen for (p, _), v in sums.items() if p == path) for path in paths}
-
-
-def imprint_scores(model: StagedNet, paths: list[str], train: TensorSplit | None, val: TensorSplit,
-                   normalize: Normalizer, *, num_classes: int, imprint_images: int, seed: int = 0,
-                   progress: bool = True) -> tuple[dict[str, float], dict]:
-    """Score = proxy accuracy of the whole net minus that with the block skipped (the drop)."""
-    from elimnet.compress.imprint import imprint_scan
-
-    source = train if train is not None and len(train) else val
-    if len(source) > imprint_images:
-        idx = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:imprint_images].sort().values
-        source = TensorSplit(source.images[idx], source.labels[idx])
-    r = imprint_scan(model, source, val, normalize, paths, num_classes=num_classes, batch_size=BATCH_SIZE,
-                     device=next(model.parameters()).device, progress=progress)
-    scores = {p: r.full - r.without[p] for p in paths}
-    extra = {"accuracy_full": r.full, "imprint_images": r.imprint_images, "eval_images": r.eval_images,
-             "per_block": {p: {"accuracy_without": r.without[p], "accuracy_after": r.after.get(p)} for p in paths}}
-    return scores, extra
-
-
 def _split_ok(split) -> bool:
     return split is not None and len(split) > 0
 
 
 def check_data(criterion: str, ctx: CompressContext) -> None:
-    missing = [s for s in NEEDS.get(criterion, ()) if not _split_ok(getattr(ctx, s))]
+    missing = [s for s in get_criterion(criterion).needs if not _split_ok(getattr(ctx, s))]
     if missing:
-        data = ", ".join(c for c, d in CRITERIA.items() if d)
-        free = ", ".join(c for c, d in CRITERIA.items() if not d)
+        data = ", ".join(c.name for c in CRITERIA.values() if c.needs)
+        free = ", ".join(c.name for c in CRITERIA.values() if not c.needs)
         raise ConfigError(f"model.prune.criterion={criterion}: needs a non-empty prepared {' and '.join(missing)} "
                           f"split (criteria that need data: {data}; data-free: {free})")
 
 
 def score_blocks(model: StagedNet, criterion: str, paths: list[str], ctx: CompressContext, *, batches: int = 4,
-                 progress: bool = True) -> tuple[dict[str, float], dict]:
+                 progress: bool = True, normalization: str | None = None) -> tuple[dict[str, float], dict]:
     """(path -> importance, criterion-specific extras). Higher = more important."""
-    if criterion not in CRITERIA:
-        raise ConfigError(f"model.prune.criterion={criterion}: must be one of {', '.join(CRITERIA)}")
+    c = get_criterion(criterion)
     check_data(criterion, ctx)
-    norm = Normalizer(ctx.mean, ctx.std)
-    if criterion in ("l1", "l2"):
-        return weight_norm_scores(model, paths, p=1 if criterion == "l1" else 2), {}
-    if criterion == "bn":
-        return bn_scores(model, paths), {}
-    if criterion == "taylor":
-        return taylor_scores(model, paths, ctx.train, norm, batches=batches, seed=ctx.seed, progress=progress), {}
-    if criterion == "activation":
-        return activation_scores(model, paths, ctx.val, norm, batches=batches, progress=progress), {}
-    return imprint_scores(model, paths, ctx.train, ctx.val, norm, num_classes=ctx.num_classes,
-                          imprint_images=batches * BATCH_SIZE, seed=ctx.seed, progress=progress)
+    req = ScoreRequest(model, list(paths), ctx, batches=batches, progress=progress)
+    if normalization is not None:
+        req.normalization = normalization
+    return c.score(req)
 
 
-# ----------------------------------------------------------------------------- selection
+def chance_warning(criterion: str, extra: dict) -> dict | None:
+    """A warning (dict with the numbers) when the full net's proxy accuracy is near chance."""
+    acc, chance, n = extra.get("accuracy_full"), extra.get("chance"), extra.get("eval_images")
+    if acc is None or chance is None or not n:
+        return None
+    margin = max(CHANCE_MARGIN, 2 * math.sqrt(chance * (1 - chance) / n))
+    if acc >= chance + margin:
+        return None
+    weight = ", ".join(c.name for c in CRITERIA.values() if not c.needs)
+    msg = (f"LayerPrune: the full net's imprinted proxy accuracy {acc:.3f} is within {margin:.3f} of chance "
+           f"{chance:.3f} ({n} val images), so the {criterion} ranking is noise; choose model.prune.k by hand "
+           f"or use a weight criterion ({weight})")
+    return {"message": msg, "accuracy_full": acc, "chance": chance, "margin": margin, "eval_images": n}
+
+
+# ----------------------------------------------------------------------------- selection (pure)
 def select_k(scores: dict[str, float], k: int) -> list[str]:
     """The k lowest-scored paths (ties: the earlier block first)."""
     paths = list(scores)
@@ -233,9 +125,77 @@ def select_budget(scores: dict[str, float], latency_ms: dict[str, float], model_
     return removed, predicted
 
 
-# ----------------------------------------------------------------------------- latency
+def select(scores: dict[str, float], table: dict, *, k: int = 0, budget: float | None = None) -> dict:
+    """The selection as a pure function of the scores and a latency table (see block_table)."""
+    blocks = {p: table["blocks"][p]["median_ms"] for p in scores}
+    model_ms, ref_ms = table["model"]["median_ms"], table["reference"]["median_ms"]
+    out = {"model_ms": model_ms, "reference_ms": ref_ms}
+    if k:
+        removed = select_k(scores, k)
+        out.update(removed=removed, predicted_ms=model_ms - sum(blocks[p] for p in removed))
+        return out
+    target = budget * ref_ms if budget <= 1 else float(budget)
+    floor = model_ms - sum(blocks.values())
+    if target < floor:
+        bs = table["key"]["batch_size"]
+        raise ConfigError(
+            f"model.prune.latency_budget={budget:g}: {target:.2f} ms is below {floor:.2f} ms, the table's bs={bs} "
+            f"latency with all {len(blocks)} candidates removed (full model {ref_ms:.2f} ms); must be >= "
+            f"{floor / ref_ms:.3f} (fraction) or >= {floor:.2f} (ms)")
+    removed, predicted = select_budget(scores, blocks, model_ms, target)
+    out.update(removed=removed, predicted_ms=predicted, target_ms=target, floor_ms=floor)
+    return out
+
+
+# ----------------------------------------------------------------------------- latency table
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
+
+
+def hardware_fingerprint() -> dict:
+    """CPU model, the ISA flags that matter for kernels, cores, torch build; `id` hashes them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware") and model in ("", platform.machine(), platform.processor()):
+                model = val.strip()
+            elif key in ("flags", "features"):
+                flags |= set(val.split())
+    except OSError:
+        pass
+    fp = {"cpu": model, "flags": sorted(f for f in _FLAGS if f in flags), "cores": os.cpu_count(),
+          "machine": platform.machine(), "torch": torch.__version__}
+    fp["id"] = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+    return fp
+
+
+def table_key(model: StagedNet, arch: str, image_size: int, batch_size: int, backend: str,
+              threads: int | None = None) -> dict:
+    """What a block's timing depends on. `structure` hashes the block shapes (elim/neck change them)."""
+    view = stage_view(model, [f"stage{i}" for i in range(len(model.stages))], image_size=image_size)
+    shapes = [[b.path, b.in_shape, b.out_shape, b.params] for b in view.blocks]
+    shapes.append([type(model.head).__name__, type(model.neck).__name__])
+    return {"arch": arch, "structure": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12],
+            "image_size": image_size, "batch_size": batch_size, "backend": backend,
+            "threads": threads or torch.get_num_threads(), "hardware": hardware_fingerprint()["id"]}
+
+
+def key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stats(samples: list[float], seed: int = 0) -> dict:
+    """Median with a 95% bootstrap CI (fixed seed: the same samples give the same CI)."""
+    a = np.asarray(samples, dtype=float)
+    boots = np.median(np.random.default_rng(seed).choice(a, size=(1000, a.size)), axis=1)
+    return {"median_ms": float(np.median(a)), "ci95_ms": [float(np.percentile(boots, 2.5)),
+                                                         float(np.percentile(boots, 97.5))],
+            "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)), "repeats": int(a.size)}
+
+
 class _Replay(nn.Module):
-    """Runs one block on its recorded input, ignoring the benchmark's image (see measure_latency)."""
+    """Runs one block on its recorded input, ignoring the benchmark's image."""
 
     def __init__(self, block: nn.Module, x: torch.Tensor):
         super().__init__()
@@ -246,37 +206,75 @@ class _Replay(nn.Module):
         return self.block(self.x)
 
 
-def measure_block_latency(model: StagedNet, paths: list[str], image_size: int, *,
-                          reference: StagedNet | None = None, repeats: int = 20,
-                          budget_s: float = 1.0) -> dict:
-    """bs=1 CPU medians: the model, the reference (full) model, and each block on its own input.
+@torch.no_grad()
+def measure_block_table(model: StagedNet, paths: list[str], image_size: int, batch_size: int = 1, *,
+                        reference: StagedNet | None = None, repeats: int = TABLE_REPEATS,
+                        budget_s: float = TABLE_BUDGET_S, warmup: int = TABLE_WARMUP,
+                        progress: bool = True) -> dict:
+    """Eager CPU timings: the model, the reference (full) model, and each block alone on the input
+    it sees inside the model (removing it saves that much); all interleaved, round-robin."""
+    from elimnet.bench.latency import bench_input
 
-    A block's contribution is its own time on the input it sees inside the model: removing it
-    saves that much. Timed interleaved with the whole model (elimnet.bench.latency)."""
-    from elimnet.bench.latency import measure_latency
-
+    x = bench_input(batch_size, image_size)
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(p).register_forward_pre_hook(
-        lambda m, inp, p=p: inputs.__setitem__(p, inp[0].detach().cpu().clone())) for p in paths]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model.forward_features(torch.randn(1, 3, image_size, image_size,
-                                               generator=torch.Generator().manual_seed(0)).to(
-                next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    models = {"model": copy.deepcopy(model).cpu()}
+    m = copy.deepcopy(model).cpu().eval()
+    hooks = [m.get_submodule(p).register_forward_pre_hook(
+        lambda mod, inp, p=p: inputs.__setitem__(p, inp[0].detach().clone())) for p in paths]
+    m.forward_features(x)
+    for h in hooks:
+        h.remove()
+    runners = {"model": m}
     if reference is not None:
-        models["reference"] = copy.deepcopy(reference).cpu()
-    models.update({p: _Replay(copy.deepcopy(model.get_submodule(p)).cpu(), inputs[p]) for p in paths})
-    stats = measure_latency(models, 1, image_size, device="cpu", repeats=repeats, budget_s=budget_s)
-    model_ms = stats["model"]["median_ms"]
-    return {"model_ms": model_ms, "reference_ms": stats["reference"]["median_ms"] if reference is not None
-            else model_ms, "blocks": {p: stats[p]["median_ms"] for p in paths}}
+        runners["reference"] = copy.deepcopy(reference).cpu().eval()
+    runners.update({p: _Replay(m.get_submodule(p), inputs[p]).eval() for p in paths})
+    for r in runners.values():
+        for _ in range(warmup):
+            r(x)
+    samples: dict[str, list[float]] = {n: [] for n in runners}
+    deadline = time.perf_counter() + budget_s * len(runners)
+    for i in tqdm(range(repeats), desc="block latency", unit="round", disable=not progress, leave=False):
+        for name, r in runners.items():
+            t0 = time.perf_counter()
+            r(x)
+            samples[name].append((time.perf_counter() - t0) * 1000.0)
+        if i + 1 >= 5 and time.perf_counter() > deadline:
+            break
+    return {"model": _stats(samples["model"]), "reference": _stats(samples.get("reference", samples["model"])),
+            "blocks": {p: _stats(samples[p]) for p in paths}}
+
+
+@dataclass(frozen=True)
+class LatencyCache:
+    """Where block tables are cached; `store=False` reads only (elimnet summary must not modify a DVC output)."""
+    path: str | Path
+    store: bool = True
+
+
+def block_table(model: StagedNet, paths: list[str], key: dict, path: str | Path | LatencyCache | None = None, *,
+                reference: StagedNet | None = None, progress: bool = True) -> tuple[dict, bool]:
+    """(table, reused): the cached table for `key` from `path`, else measure it (and store it there)."""
+    store = True
+    if isinstance(path, LatencyCache):
+        path, store = path.path, path.store
+    kid = key_id(key)
+    doc = read_json(path) if path is not None and Path(path).exists() else {}
+    tables = doc.get("tables", {})
+    t = tables.get(kid)
+    if t is not None and set(paths) <= set(t["blocks"]):
+        return t, True
+    measured = measure_block_table(model, paths, key["image_size"], key["batch_size"], reference=reference,
+                                   progress=progress)
+    t = {"key": key, "hardware": hardware_fingerprint(), **measured}
+    if path is not None and store:
+        tables[kid] = t
+        write_json(path, {"tables": dict(sorted(tables.items()))})
+    return t, False
+
+
+def ensure_latency_file(path: str | Path) -> None:
+    """Create an empty table file when none exists (the DVC output exists even with LayerPrune off)."""
+    if not Path(path).exists():
+        write_json(path, {"tables": {}})
 
 
 def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet | None:
@@ -285,9 +283,11 @@ def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet |
         return None
     from elimnet.compress.elim import apply_classifier
     from elimnet.models import create_model, list_models
+    from elimnet.models.registry import params_arch_args
     if ctx.arch not in list_models():
         return None
-    full, _ = apply_classifier(create_model(ctx.arch, pretrained=False), ctx.num_classes)
+    base = create_model(ctx.arch, pretrained=False, arch_args=params_arch_args(ctx.arch, cfg))  # e.g. model.experts
+    full, _ = apply_classifier(base, ctx.num_classes)
     return full
 
 
@@ -299,8 +299,7 @@ def plan_layerprune(model: StagedNet, cfg, ctx: CompressContext, *, progress: bo
     if k and budget is not None:
         raise ConfigError(f"model.prune.k={k} with model.prune.latency_budget={budget}: set only one "
                           "(k = blocks to remove, latency_budget = remove until the latency holds)")
-    if criterion not in CRITERIA:
-        raise ConfigError(f"model.prune.criterion={criterion}: must be one of {', '.join(CRITERIA)}")
+    get_criterion(criterion)
     cands = candidates(model, ctx.image_size)
     paths = [b.path for b in cands]
     if k > len(paths):
@@ -309,34 +308,30 @@ def plan_layerprune(model: StagedNet, cfg, ctx: CompressContext, *, progress: bo
     check_data(criterion, ctx)
     scores, extra = score_blocks(model, criterion, paths, ctx, batches=cfg["model.prune.batches"],
                                  progress=progress)
-    reference = _reference_model(model, cfg, ctx) if budget is not None else None
-    # k mode times only for the report, so briefly; budget mode decides on these numbers.
-    timing = {"repeats": 20, "budget_s": 1.0} if budget is not None else {"repeats": 5, "budget_s": 0.25}
-    lat = measure_block_latency(model, paths, ctx.image_size, reference=reference, **timing)
+    warning = chance_warning(criterion, extra)
+    if warning:
+        print(warning["message"], file=sys.stderr)
+    key = table_key(model, ctx.arch, ctx.image_size, cfg["model.prune.budget_batch_size"],
+                    cfg["model.prune.budget_backend"])
+    # "reused" is left out of the report: the model file must not depend on whether the table was cached.
+    table, _ = block_table(model, paths, key, getattr(ctx, "latency_table", None),
+                           reference=_reference_model(model, cfg, ctx), progress=progress)
+    sel = select(scores, table, k=k, budget=budget)
+    removed = sel.pop("removed")
     report = {"criterion": criterion, "mode": "k" if k else "latency_budget", "k": k, "latency_budget": budget,
-              "model_ms": lat["model_ms"], "reference_ms": lat["reference_ms"]}
-    if k:
-        removed = select_k(scores, k)
-        predicted = lat["model_ms"] - sum(lat["blocks"][p] for p in removed)
-    else:
-        target = budget * lat["reference_ms"] if budget <= 1 else float(budget)
-        floor = lat["model_ms"] - sum(lat["blocks"].values())
-        if target < floor:
-            raise ConfigError(
-                f"model.prune.latency_budget={budget}: {target:.2f} ms is below {floor:.2f} ms, the predicted bs=1 "
-                f"latency with all {len(paths)} candidates removed (full model {lat['reference_ms']:.2f} ms); "
-                f"must be >= {floor / lat['reference_ms']:.3f} (fraction) or >= {floor:.2f} (ms)")
-        removed, predicted = select_budget(scores, lat["blocks"], lat["model_ms"], target)
-        report["target_ms"] = target
-    report["predicted_ms"] = predicted
+              "latency_table": {"id": key_id(key), **key}, **sel}
+    if warning:
+        report["warning"] = warning
     report.update({k_: v for k_, v in extra.items() if k_ != "per_block"})
-    ranks = {p: i + 1 for i, p in enumerate(removal_order(scores, lat["blocks"]) if budget is not None
-                                           else select_k(scores, len(paths)))}
+    lat = {p: table["blocks"][p]["median_ms"] for p in paths}
+    order = removal_order(scores, lat) if budget is not None else select_k(scores, len(paths))
+    ranks = {p: i + 1 for i, p in enumerate(order)}
     per_block = extra.get("per_block", {})
     report["candidates"] = [
         {"path": b.path, "stage": b.stage, "index": b.index, "params": b.params, "score": scores[b.path],
-         "latency_ms": lat["blocks"][b.path], "rank": ranks[b.path], "removed": b.path in removed,
-         "status": "removed" if b.path in removed else "kept", **per_block.get(b.path, {})}
+         "latency_ms": lat[b.path], "latency_ci95_ms": table["blocks"][b.path]["ci95_ms"], "rank": ranks[b.path],
+         "removed": b.path in removed, "status": "removed" if b.path in removed else "kept",
+         **per_block.get(b.path, {})}
         for b in cands]
     # Model order keeps the spec readable; the set is what fixes the architecture.
     return {"removed": [p for p in paths if p in removed], "importance": report}
@@ -348,7 +343,7 @@ def apply_layerprune(model: StagedNet, removed: list[str], importance: dict | No
     ok = {b.path for b in candidates(model)}
     bad = [p for p in removed if p not in ok]
     if bad:
-        raise ValueError(f"model.prune: {', '.join(bad)} not removal candidates (must be one of "
+        raise ConfigError(f"model.prune: {', '.join(bad)} not removal candidates (must be one of "
                          f"{', '.join(sorted(ok)) or 'none'})")
     before = count_params(model)
     for p in removed:
@@ -360,7 +355,27 @@ def apply_layerprune(model: StagedNet, removed: list[str], importance: dict | No
     return model, report
 
 
-register_transform("layerprune", plan_layerprune, apply_layerprune)
+def label_layerprune(p: dict) -> str:
+    crit = p.get("model.prune.criterion", "")
+    if p.get("model.prune.latency_budget") is not None:
+        return f"LayerPrune budget={p['model.prune.latency_budget']:g} ({crit})"
+    return f"LayerPrune k={p['model.prune.k']} ({crit})"
+
+
+register_transform(
+    "layerprune", plan_layerprune, apply_layerprune, order=20, label=label_layerprune,
+    off={"model.prune.k": 0, "model.prune.latency_budget": None},
+    params={
+        "model.prune.k": Field(0, int_range(0), "LayerPrune: blocks removed (0 = off)"),
+        "model.prune.criterion": Field("l1", one_of(list_criteria), "LayerPrune block ranking (compress/criteria.py)"),
+        "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
+                                            "LayerPrune budget: <=1 fraction of the full model's latency, >1 ms"),
+        "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
+        "model.prune.budget_batch_size": Field(
+            1, lambda v: None if is_int(v) and v in BUDGET_BATCH_SIZES else "one of 1, 8, 64",
+            "LayerPrune budget: batch size of the per-block latency table"),
+        "model.prune.budget_backend": Field("eager", one_of(BACKENDS), "LayerPrune budget: latency backend of the table"),
+    })
 
 
 def layerprune(model: StagedNet, removed: list[str]) -> tuple[StagedNet, dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elimnet.errors import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
 
 ELPV_CLASSES = ["p0.00", "p0.33", "p0.67", "p1.00"]
@@ -15,7 +16,7 @@ def elpv_root() -> Path:
     try:
         import elpv_dataset
     except ImportError as e:  # pragma: no cover - requirements.txt installs it
-        raise RuntimeError("elpv-dataset is not installed: pip install elpv-dataset==1.0.0.post1") from e
+        raise DataError("elpv-dataset is not installed: pip install elpv-dataset==1.0.0.post1") from e
     return Path(elpv_dataset.__file__).parent / "data"
 
 

@@ -33,14 +33,15 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Ankle boot"]
 
 
-def fashion_mnist_files(root: str | Path, debian_dir: Path | None = None, progress: bool = True) -> Path:
+def fashion_mnist_files(root: str | Path, debian_dir: Path | None = None, progress: bool = True,
+                        deadline_s: float | None = None) -> Path:
     """The folder holding the four .gz files: Debian's when complete, else a downloaded copy."""
     debian_dir = DEBIAN_DIR if debian_dir is None else debian_dir
     if all((debian_dir / f).is_file() for f in FILES):
         return debian_dir
     dest = Path(root) / "fashion_mnist"
     for name, md5 in FILES.items():
-        download_first([m + name for m in MIRRORS], dest / name, md5=md5, progress=progress,
+        download_first([m + name for m in MIRRORS], dest / name, md5=md5, progress=progress, deadline_s=deadline_s,
                        offline_hint=OFFLINE_HINT + " Or: apt-get install dataset-fashion-mnist.")
     return dest
 
@@ -78,7 +79,7 @@ def list_fashion_mnist(folder: Path) -> list[Sample]:
 
 @register_source("fashion_mnist")
 def fashion_mnist_source(cfg) -> SourceData:
-    folder = fashion_mnist_files(cfg["data.root"])
+    folder = fashion_mnist_files(cfg["data.root"], deadline_s=cfg["data.download_timeout_s"])
     samples = list_fashion_mnist(folder)
     carve(samples, "train", "val", share=cfg["data.val_fraction"], seed=cfg["seed"])
     samples = cap_per_split(samples, cfg["data.max_per_class"], cfg["seed"])

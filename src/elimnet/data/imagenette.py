@@ -14,9 +14,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from elimnet.data.download import OFFLINE_HINT, download
+from elimnet.data.download import OFFLINE_HINT, download, refuse_escapes
 from elimnet.data.official import cap_per_split, carve
-from elimnet.data.prepare import DataError
+from elimnet.errors import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
 
 # URLs and md5s as pinned by torchvision.datasets.Imagenette (fastai publishes md5 only).
@@ -36,7 +36,7 @@ WNID_NAMES = {
 IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
 
 
-def fetch_imagenette(root: str | Path, variant: str, progress: bool = True) -> Path:
+def fetch_imagenette(root: str | Path, variant: str, progress: bool = True, deadline_s: float | None = None) -> Path:
     """Download and extract one variant; return its folder (holding train/ and val/).
 
     Extraction goes to a temp folder renamed into place, so an interrupted run re-extracts
@@ -48,11 +48,11 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True) -> P
     folder = base / name
     if (folder / "train").is_dir() and (folder / ".complete").exists():
         return folder
-    archive = download(url, base / Path(url).name, md5=md5, progress=progress, offline_hint=OFFLINE_HINT)
+    archive = download(url, base / Path(url).name, md5=md5, progress=progress, offline_hint=OFFLINE_HINT,
+                       deadline_s=deadline_s)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of the tree
+        extract_tar(archive, tmp)
         inner = tmp / name
         if not (inner / "train").is_dir():
             raise DataError(f"{archive}: archive has no {name}/train folder; delete it to fetch again")
@@ -63,6 +63,25 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True) -> P
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def extract_tar(archive: Path, target: Path) -> None:
+    """Extract into `target`; every member name and link target is resolved first, and the archive is
+    refused in one line (naming the first entry, counting all) if any would land outside `target`.
+    tarfile's "data" filter stays on as a second guard (device files, modes)."""
+    try:
+        with tarfile.open(archive) as tar:
+            entries = {}
+            for m in tar.getmembers():
+                entries[m.name] = m.name
+                # A symlink's target is relative to its own folder, a hard link's to the archive root.
+                if m.issym() or m.islnk():
+                    entries[f"{m.name} (link)"] = str(Path(m.name).parent / m.linkname) if m.issym() else m.linkname
+            refuse_escapes(target, entries, f"{archive}")
+            tar.extractall(target, filter="data")
+    except (tarfile.FilterError, tarfile.ReadError, EOFError) as e:
+        raise DataError(f"{archive}: cannot be extracted safely ({type(e).__name__}: {e}); "
+                        f"delete it to fetch again") from e
 
 
 def list_imagenette(folder: Path) -> tuple[list[str], list[Sample]]:
@@ -83,7 +102,7 @@ def list_imagenette(folder: Path) -> tuple[list[str], list[Sample]]:
 
 @register_source("imagenette")
 def imagenette_source(cfg) -> SourceData:
-    folder = fetch_imagenette(cfg["data.root"], str(cfg["data.variant"]))
+    folder = fetch_imagenette(cfg["data.root"], str(cfg["data.variant"]), deadline_s=cfg["data.download_timeout_s"])
     classes, samples = list_imagenette(folder)
     val, test = cfg["data.val_fraction"], cfg["data.test_fraction"]
     carve(samples, "val", "test", share=test / (val + test), seed=cfg["seed"])

@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from elimnet.data.sources import Sample, SourceData
+from elimnet.data.tensors import TensorSplit
 
 SPLITS = ("train", "val", "test")
 
@@ -62,8 +63,42 @@ def stratified_split(labels: list[int], val_fraction: float, test_fraction: floa
     return assignment
 
 
+HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """An "L" or "RGB" image with the same content, or a DataError saying why it has none.
+
+    - 16-bit, 32-bit integer and float images are scaled by their own min..max to 0..255: Pillow's
+      convert("L") clips them instead (a 16-bit PNG came out 99% white, a float TIFF all black).
+      NaN/inf pixels are ignored for the range and become 0; an image without finite pixels or
+      with a single value (no range to scale) is rejected.
+    - Palette, CMYK, YCbCr, 1-bit and the like convert to RGB/L; transparency is composited over
+      white, so transparent pixels do not show whatever colour they happen to store.
+    """
+    if img.mode in HIGH_DEPTH_MODES:
+        a = np.asarray(img, dtype=np.float64)
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise DataError(f"{img.mode} image without finite pixel values")
+        lo, hi = float(a[finite].min()), float(a[finite].max())
+        if hi == lo:
+            raise DataError(f"{img.mode} image with a single value ({lo:g}): no range to scale to 8 bits")
+        a = np.where(finite, (a - lo) * (255.0 / (hi - lo)), 0.0)
+        return Image.fromarray(np.rint(a).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "RGB" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L" if img.mode in ("LA", "La") else "RGB")
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("L" if img.mode == "1" else "RGB")  # CMYK, YCbCr, LAB, HSV, 1-bit
+
+
 def to_square_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
-    img = img.convert("L" if channels == 1 else "RGB")
+    img = to_8bit(img).convert("L" if channels == 1 else "RGB")
     w, h = img.size
     scale = size / min(w, h)  # shorter side to `size`, then centre crop
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
@@ -73,16 +108,27 @@ def to_square_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def decode(samples: list[Sample], size: int, channels: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    images, labels, bad = [], [], []
-    for s in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
+def skip_reason(e: Exception) -> str:
+    """One short line: why a file was skipped."""
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return text if isinstance(e, DataError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def decode(samples: list[Sample], size: int, channels: int, desc: str
+           ) -> tuple[list[np.ndarray], list[int], dict[str, str]]:
+    """(arrays, indices into `samples` that decoded, {ref: reason} of those that did not)."""
+    images, kept, bad = [], [], {}
+    for i, s in enumerate(tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0)):
         try:
             images.append(to_square_array(s.open(), size, channels))
-            labels.append(s.label)
-        except Exception:  # corrupt, truncated, not an image: skip and count, never crash mid-way
-            bad.append(s.ref)
-    x = torch.from_numpy(np.stack(images)) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
-    return x, torch.tensor(labels, dtype=torch.int64), bad
+            kept.append(i)
+        except Exception as e:  # corrupt, truncated, not an image: skip and count, never crash mid-way
+            bad[s.ref] = skip_reason(e)
+    return images, kept, bad
+
+
+def _stack(images: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
 
 
 def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction: float, test_fraction: float,
@@ -91,33 +137,65 @@ def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction:
     samples = cap_per_class(source.samples, max_per_class, seed)
     if not samples:
         raise DataError(f"data source {source.name!r} has no images")
-    if all(s.split for s in samples):  # keep the official split
+    official = all(s.split for s in samples)
+    # Decoded before the split: a file that cannot be read is dropped first and takes no split's slot.
+    images, kept, bad = decode(samples, image_size, source.channels, "decode")
+    bad_samples = [s for s in samples if s.ref in bad]
+    samples = [samples[i] for i in kept]
+    if official:  # keep the official split
         assignment = [s.split for s in samples]
     else:
         assignment = stratified_split([s.label for s in samples], val_fraction, test_fraction, seed, source.classes)
     metrics = {"source": source.name, "classes": source.classes, "image_size": image_size,
                "channels": source.channels, "license": source.license, "splits": {}, "skipped": {}}
     for split in SPLITS:
-        part = [s for s, a in zip(samples, assignment) if a == split]
-        x, y, bad = decode(part, image_size, source.channels, f"decode {split}")
+        idx = [i for i, a in enumerate(assignment) if a == split]
+        x = _stack([images[i] for i in idx], image_size, source.channels)
+        y = torch.tensor([samples[i].label for i in idx], dtype=torch.int64)
         counts = Counter(y.tolist())
         for i, name in enumerate(source.classes):
             if counts.get(i, 0) == 0:
                 raise DataError(f"class {name!r} has no usable images in the {split} split")
-        torch.save({"images": x, "labels": y}, out_dir / f"{split}.pt")
+        torch.save({"images": x, "labels": y}, split_path(out_dir, split))
         metrics["splits"][split] = {"size": len(y), "class_counts": {n: counts.get(i, 0)
                                                                        for i, n in enumerate(source.classes)}}
-        metrics["skipped"][split] = len(bad)
-        if bad:
-            metrics.setdefault("skipped_files", []).extend(bad[:50])
-    metrics["skipped_total"] = sum(metrics["skipped"].values())
+    # Skips per official split; a stratified split happens after them, so they belong to none.
+    keys = SPLITS if official else ("before_split",)
+    metrics["skipped"] = {k: sum(1 for s in bad_samples if (s.split if official else "before_split") == k)
+                          for k in keys}
+    if bad:
+        metrics["skipped_files"] = list(bad)[:50]
+        metrics["skipped_reasons"] = dict(list(bad.items())[:50])  # ref -> why, first 50
+    metrics["skipped_total"] = len(bad)
     metrics.update(source.stats)
     (out_dir / "meta.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
+def split_path(data_dir: str | Path, split: str) -> Path:
+    """Where a prepared split lives: the one place that knows the layout of data/prepared."""
+    return Path(data_dir) / f"{split}.pt"
+
+
+def load_prepared(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, TensorSplit]:
+    """{split: TensorSplit} from a prepared folder; a missing split is a one-line DataError."""
+    out = {}
+    for split in splits:
+        path = split_path(data_dir, split)
+        if not path.exists():
+            raise DataError(f"{path}: prepared data is missing (run: dvc repro prepare)")
+        out[split] = TensorSplit.load(path)
+    return out
+
+
+def default_num_classes(data_dir: str | Path = "data/prepared") -> int:
+    """The prepared data's class count when there is prepared data, else ImageNet's 1000."""
+    meta = Path(data_dir) / "meta.json"
+    return len(json.loads(meta.read_text())["classes"]) if meta.exists() else 1000
+
+
 def load_meta(data_dir: str | Path) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: prepared data is missing (run: dvc repro prepare)")
+        raise DataError(f"{path}: prepared data is missing (run: dvc repro prepare)")
     return json.loads(path.read_text())

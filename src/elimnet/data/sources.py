@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
+from PIL import Image, ImageOps
+
+from elimnet.errors import ConfigError
 
 
 @dataclass
@@ -31,10 +33,12 @@ class SourceData:
 
 
 def open_path(path: str | Path) -> Callable[[], Image.Image]:
+    """A loader that decodes the file fully (truncated files fail here) and turns it upright by its
+    EXIF orientation (phones store portrait photos as rotated landscape pixels plus a tag)."""
     def _open() -> Image.Image:
         with Image.open(path) as im:
-            im.load()  # decode now, so truncated files fail here
-            return im.copy()
+            im.load()
+            return ImageOps.exif_transpose(im)  # a copy, also when there is no tag
     return _open
 
 
@@ -55,5 +59,5 @@ def list_sources() -> list[str]:
 def load_source(cfg) -> SourceData:
     name = cfg["data.name"]
     if name not in _SOURCES:
-        raise ValueError(f"data.name={name}: must be one of {', '.join(list_sources())}")
+        raise ConfigError(f"data.name={name}: must be one of {', '.join(list_sources())}")
     return _SOURCES[name](cfg)

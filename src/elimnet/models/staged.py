@@ -7,7 +7,10 @@ so no code outside `models/` knows an arch-specific attribute name.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -50,20 +53,21 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, name, new)
 
 
-def module_path(root: nn.Module, target: nn.Module) -> str:
-    for name, m in root.named_modules():
-        if m is target:
-            return name
-    raise LookupError("module is not part of this model")
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """model.eval() for the block; the model's training flag comes back as it was, even on error."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def feature_channels(model: StagedNet, image_size: int = 64, in_chans: int = 3) -> int:
     """Channels entering the pool (after head and neck)."""
-    with torch.no_grad():
-        was = model.training
-        model.eval()
+    with torch.no_grad(), eval_mode(model):
         y = model.forward_features(torch.zeros(1, in_chans, image_size, image_size))
-        model.train(was)
     return int(y.shape[1])
 
 
@@ -140,15 +144,12 @@ def stage_view(model: StagedNet, stage_names: list[str], image_size: int = 64,
             def hook(mod, inp, out, path=path):
                 shapes[path] = (list(inp[0].shape[1:]), list(out.shape[1:]))
             hooks.append(block.register_forward_hook(hook))
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model.forward_features(torch.zeros(1, in_chans, image_size, image_size))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
     for si, stage in enumerate(model.stages):
         for bi, block in enumerate(stage):
             path = f"stages.{si}.{bi}"

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from elimnet.errors import CheckpointError, ConfigError
 from elimnet.models.registry import register_model
 from elimnet.models.staged import StagedNet
 
@@ -64,15 +65,16 @@ WEIGHTS: dict[str, PinnedWeights] = {
     "vgg19_bn": PinnedWeights("VGG19_BN_Weights.IMAGENET1K_V1", _BASE + "vgg19_bn-c79401a0.pth"),
 }
 
-# Passed to the downloader; tests shorten the retries.
-DOWNLOAD_OPTIONS: dict = {"retries": 4, "backoff_s": 1.0, "progress": True}
+# Passed to the downloader; tests shorten the retries. The deadline bounds a slow-drip server
+# (the same default as data.download_timeout_s; the pretrained stage does not read data params).
+DOWNLOAD_OPTIONS: dict = {"retries": 4, "backoff_s": 1.0, "progress": True, "deadline_s": 3600.0}
 
 
 def pinned(arch: str) -> PinnedWeights:
     try:
         return WEIGHTS[arch]
     except KeyError:
-        raise ValueError(f"model.arch={arch}: has no pinned torchvision weights; "
+        raise ConfigError(f"model.arch={arch}: has no pinned torchvision weights; "
                          f"must be one of {', '.join(sorted(WEIGHTS))}") from None
 
 
@@ -94,7 +96,7 @@ def load_into(model: nn.Module, path: str | Path, arch: str) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as e:  # wrong arch or truncated dict: torch's message is many lines
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{path}: does not fit arch {arch} ({pinned(arch).enum}): {first}") from None
+        raise CheckpointError(f"{path}: does not fit arch {arch} ({pinned(arch).enum}): {first}") from None
     return model
 
 

@@ -11,7 +11,6 @@ CPU (bench.compile). A backend that is off or unavailable is recorded as null wi
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import platform
@@ -22,11 +21,12 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from elimnet.bench import BACKENDS
+from elimnet import errors
+from elimnet.bench.backends import REGISTRY, Backend, unavailable_backends
 from elimnet.bench.allocator import allocator_state
-from elimnet.bench.latency import bench_input, cuda_available, paired_reduction, time_runners, torch_runner
+from elimnet.bench.latency import bench_input, paired_reduction, time_runners
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
-from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, onnxruntime_version, ort_runner, ort_session
+from elimnet.bench.onnx_bench import onnxruntime_version
 from elimnet.bench.profile import profile
 from elimnet.checkpoint import load_model
 from elimnet.config import Config
@@ -35,60 +35,11 @@ from elimnet.io import write_json
 SCHEMA_VERSION = 2
 
 
-def unavailable_backends(cfg: Config) -> dict[str, str]:
-    """Backend -> why it is not measured (backends absent from the result are measured)."""
-    out = {}
-    if not cfg["bench.cuda"]:
-        out["cuda"] = "bench.cuda=false"
-    elif not cuda_available():
-        out["cuda"] = "no CUDA device"
-    if not cfg["bench.onnx"]:
-        out["onnx"] = "bench.onnx=false"
-    elif onnxruntime_version() is None:
-        out["onnx"] = "onnxruntime is not installed"
-    if not cfg["bench.compile"]:
-        out["compile"] = "bench.compile=false"
-    return out
-
-
 def state_dict_bytes(model: torch.nn.Module) -> int:
     """Size of the model's weights as torch.save writes them (the model file size without a file)."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
     return buf.tell()
-
-
-@contextlib.contextmanager
-def _backend(name: str, models: dict[str, torch.nn.Module], cfg: Config, image_size: int, threads: int,
-             workdir: Path, prof: dict):
-    """Yield make_runners(x) -> {model: runner} for one backend; restore the models afterwards."""
-    if name in ("cpu", "compile"):
-        fmt = torch.channels_last
-        ready = {n: m.eval().to(memory_format=fmt) for n, m in models.items()}
-        if name == "compile":
-            ready = {n: torch.compile(m) for n, m in ready.items()}
-        try:
-            yield lambda x: {n: torch_runner(m, x.contiguous(memory_format=fmt)) for n, m in ready.items()}
-        finally:
-            for m in models.values():
-                m.to(memory_format=torch.contiguous_format)
-    elif name == "cuda":
-        ready = {n: m.eval().to("cuda") for n, m in models.items()}
-        try:
-            yield lambda x: {n: torch_runner(m, x.to("cuda"), amp=cfg["bench.amp"]) for n, m in ready.items()}
-        finally:
-            for m in models.values():
-                m.to("cpu")
-            torch.cuda.empty_cache()
-    elif name == "onnx":
-        sessions = {}
-        for n, m in models.items():
-            path = export_onnx(m, workdir / f"{n}.onnx", image_size)
-            prof[n]["onnx_file_bytes"] = onnx_file_bytes(path)
-            sessions[n] = ort_session(path, threads)
-        yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
-    else:
-        raise ValueError(f"backend={name}: must be one of {', '.join(BACKENDS)}")
 
 
 def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size: int,
@@ -107,33 +58,32 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
                  "torch": torch.__version__,
                  "onnxruntime": onnxruntime_version(), "processor": platform.processor() or platform.machine(),
                  "reference": reference, "batch_sizes": batch_sizes, "amp": cfg["bench.amp"],
-                 "backends": [b for b in BACKENDS if b not in unavailable], "profile": prof}
+                 "backends": [b for b in REGISTRY if b not in unavailable], "profile": prof}
     todo = [(b, bs) for b in out["backends"] for bs in batch_sizes]
     bar = tqdm(total=len(todo), desc="benchmark", unit="run", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="elimnet-bench-") as tmp:
-        for backend in BACKENDS:
-            if backend in unavailable:
-                out[backend] = None
+        for name, backend in REGISTRY.items():
+            if name in unavailable:
+                out[name] = None
                 continue
-            device = "cuda" if backend == "cuda" else "cpu"
-            per_bs: dict = {}
+            per_bs: dict | None = {}
             try:
-                with _backend(backend, models, cfg, image_size, threads, Path(tmp), prof) as make_runners:
+                with backend.prepare(models, cfg, image_size, threads, Path(tmp), prof) as make_runners:
                     for bs in batch_sizes:
-                        bar.set_postfix_str(f"{backend} bs={bs}")
+                        bar.set_postfix_str(f"{name} bs={bs}")
                         runners = make_runners(bench_input(bs, image_size, cfg["seed"]))
-                        stats = time_runners(runners, bs, device=device, warmup=cfg["bench.warmup"],
+                        stats = time_runners(runners, bs, device=backend.device, warmup=cfg["bench.warmup"],
                                              repeats=cfg["bench.repeats"], budget_s=cfg["bench.budget_s"])
-                        _add_derived(stats, runners, prof, bs, backend, device, reference)
+                        _add_derived(stats, runners, prof, bs, backend, reference)
                         per_bs[str(bs)] = stats
                         bar.update(1)
-            except Exception as e:  # noqa: BLE001 - optional backends (compile, onnx) must not sink the stage
-                if backend == "cpu":
+            except Exception as e:  # noqa: BLE001 - an optional backend (compile, onnx) must not sink the stage
+                if not backend.optional:
                     raise
-                unavailable[backend] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                out["backends"].remove(backend)
+                unavailable[name] = f"failed: {type(e).__name__}: {errors.one_line(e)[:200]}"
+                out["backends"].remove(name)
                 per_bs = None
-            out[backend] = per_bs
+            out[name] = per_bs
     bar.close()
     out["unavailable"] = unavailable
     if "cuda" in unavailable:
@@ -142,13 +92,13 @@ def benchmark_models(models: dict[str, torch.nn.Module], cfg: Config, image_size
     return out
 
 
-def _add_derived(stats: dict, runners: dict[str, Callable], prof: dict, bs: int, backend: str, device: str,
+def _add_derived(stats: dict, runners: dict[str, Callable], prof: dict, bs: int, backend: Backend,
                  reference: str | None) -> None:
     for name, s in stats.items():
         med_s = s["median_ms"] / 1000.0
         s["gmacs_per_s"] = prof[name]["macs"] * bs / med_s / 1e9 if med_s > 0 else None
         # Allocator-level peaks exist for eager PyTorch only (ONNX Runtime and compiled graphs manage their own).
-        peak = peak_forward_bytes(runners[name], device) if backend in ("cpu", "cuda") else None
+        peak = peak_forward_bytes(runners[name], backend.device) if backend.allocator_peak else None
         s["peak_mem_mb"] = peak / 2**20 if peak is not None else None
     if reference in stats:
         for name, s in stats.items():

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Callable, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from elimnet.config import Config, ConfigError, add_params_arguments, load_params  # noqa: E402
+from elimnet.config import Config, add_params_arguments, params_from_args  # noqa: E402
+from elimnet.errors import run_guarded  # noqa: E402
 
 
-from elimnet.errors import StageError  # noqa: E402,F401 - re-exported
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -21,20 +20,12 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def params_from(args: argparse.Namespace) -> Config:
-    return load_params(args.params, args.overrides)
+    return params_from_args(args)
 
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Run a stage; expected failures print one line `error: ...` and exit 2."""
-    from elimnet.data.download import DownloadError
-    from elimnet.data.prepare import DataError
-
-    try:
-        main(argv)
-        return 0
-    except (ConfigError, DataError, DownloadError, StageError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Run a stage; user-facing failures print one line `error: ...` and exit 2 (130 for Ctrl-C)."""
+    return run_guarded(lambda: main(argv) and 0)
 
 
 def set_threads(n: int | None) -> None:

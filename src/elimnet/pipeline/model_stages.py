@@ -5,61 +5,28 @@ from pathlib import Path
 
 import torch
 
-from elimnet.bench.profile import profile
+from elimnet.errors import StageError
 from elimnet.checkpoint import load_model, model_config, save_model
-from elimnet.compress import CompressContext, plan_and_apply
-from elimnet.compress.layerprune import importance_file
+from elimnet.compress.build import build_candidate, describe
+from elimnet.compress.layerprune import ensure_latency_file, importance_file
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta
-from elimnet.data.tensors import TensorSplit
 from elimnet.io import write_json
-from elimnet.models import create_model, get_spec, stage_view
-from elimnet.models.staged import StagedNet
+from elimnet.models import create_model, get_spec
+from elimnet.models.registry import params_arch_args
 
 
 def run_pretrained(cfg: Config, out: str | Path) -> dict:
     arch, weights = cfg["model.arch"], cfg["model.weights"]
     torch.manual_seed(cfg["seed"])  # "empty" models: the same random init every run
-    model = create_model(arch, pretrained=weights == "imagenet", cache_dir=Path(cfg["data.root"]) / "weights")
+    arch_args = params_arch_args(arch, cfg)  # e.g. model.experts for simple_effnet_condconv
+    model = create_model(arch, pretrained=weights == "imagenet", cache_dir=Path(cfg["data.root"]) / "weights",
+                         arch_args=arch_args)
     config = model_config(arch, steps=[], weights=weights, num_classes=1000)
+    if arch_args:
+        config["arch_args"] = arch_args
     save_model(out, model, config)
     return config
-
-
-def describe(model: StagedNet, arch: str, image_size: int) -> dict:
-    spec = get_spec(arch)
-    view = stage_view(model, spec.stage_names, image_size=image_size)
-    out = profile(model, image_size)
-    out["stages"] = [{"name": s["name"], "blocks": len(s["blocks"]),
-                      "params": sum(b["params"] for b in s["blocks"])} for s in view.to_dict()["stages"]]
-    out["head"] = not isinstance(model.head, torch.nn.Identity)
-    return out
-
-
-def build_candidate(cfg: Config, base: StagedNet, num_classes: int, data_dir: str | Path | None = None
-                    ) -> tuple[StagedNet, list[dict], StagedNet]:
-    """(candidate, its steps, the full model with the same classifier) from a 1000-class base."""
-    arch = cfg["model.arch"]
-    spec = get_spec(arch)
-    train = val = None
-    if data_dir is not None and Path(data_dir, "train.pt").exists():
-        train, val = TensorSplit.load(Path(data_dir) / "train.pt"), TensorSplit.load(Path(data_dir) / "val.pt")
-    ctx = CompressContext(arch=arch, image_size=cfg["data.image_size"], num_classes=num_classes, seed=cfg["seed"],
-                          train=train, val=val, mean=spec.mean, std=spec.std)
-    torch.manual_seed(cfg["seed"])
-    full, _ = plan_and_apply(base, cfg.replace(**{"model.elim": 0, "model.neck": 0, "model.prune.k": 0,
-                                                  "model.prune.latency_budget": None, "model.diet.groups": 1,
-                                                  "model.filter.ratio": 0.0}), ctx)
-    torch.manual_seed(cfg["seed"])
-    candidate, steps = plan_and_apply(base, cfg, ctx)
-    return candidate, steps, full
-
-
-def build_from_params(cfg: Config, num_classes: int) -> tuple[StagedNet, list[dict], StagedNet]:
-    """Candidate, steps and full model from params alone: seeded random init, no data, no download."""
-    torch.manual_seed(cfg["seed"])
-    base = create_model(cfg["model.arch"], pretrained=False)
-    return build_candidate(cfg, base, num_classes, data_dir=None)
 
 
 # Spec entries that are replay data, not something to read (torch-pruning's index history),
@@ -78,9 +45,10 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     base, base_conf = load_model(pretrained)
     arch = base_conf["arch"]
     if arch != cfg["model.arch"]:
-        raise ValueError(f"{pretrained} holds {arch} but model.arch={cfg['model.arch']}: rerun the pretrained stage")
+        raise StageError(f"{pretrained} holds {arch} but model.arch={cfg['model.arch']}: rerun the pretrained stage")
     size = cfg["data.image_size"]
-    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir)
+    latency_path = Path(structure_path).with_name("block_latency.json")  # LayerPrune's persisted timing table
+    candidate, steps, full = build_candidate(cfg, base, len(meta["classes"]), data_dir, latency_table=latency_path)
     spec = get_spec(arch)
     full_d, cand_d = describe(full, arch, size), describe(candidate, arch, size)
     kept = {s["name"] for s in cand_d["stages"]}
@@ -102,4 +70,5 @@ def run_compress(cfg: Config, pretrained: str | Path, data_dir: str | Path, out:
     write_json(structure_path, structure)
     # Always written (empty candidates when LayerPrune is off) so the DVC output exists.
     write_json(Path(structure_path).with_name("layer_importance.json"), importance_file(steps))
+    ensure_latency_file(latency_path)
     return structure

@@ -11,8 +11,8 @@ import torch
 from elimnet.checkpoint import load_model, save_model
 from elimnet.compress.elim import set_num_classes
 from elimnet.config import Config
-from elimnet.data.prepare import load_meta
-from elimnet.data.tensors import Normalizer, TensorSplit
+from elimnet.data.prepare import load_meta, load_prepared
+from elimnet.data.tensors import Normalizer
 from elimnet.io import write_json, write_text
 from elimnet.pipeline.common import set_threads
 from elimnet.train import distributed
@@ -60,8 +60,8 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
         teacher, _ = load_model(teacher_path)
     else:
         recipe.kd_alpha = 0.0  # the baseline never distils; alpha=0 is plain finetuning
-    train = TensorSplit.load(Path(data_dir) / "train.pt")
-    val = TensorSplit.load(Path(data_dir) / "val.pt")
+    data = load_prepared(data_dir, ("train", "val"))
+    train, val = data["train"], data["val"]
     try:
         result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"],
                           num_classes=len(classes), teacher=teacher, desc=f"finetune {role}",
@@ -95,7 +95,7 @@ def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out:
     set_threads(cfg["train.threads"])
     model, config = load_model(model_path)
     classes = load_meta(data_dir)["classes"]
-    data = TensorSplit.load(Path(data_dir) / f"{split}.pt")
+    data = load_prepared(data_dir, (split,))[split]
     m = evaluate(model, data, Normalizer(config["mean"], config["std"]), cfg["train.eval_batch_size"], len(classes))
     f1s = per_class_f1(m["y_true"], m["y_pred"], len(classes))
     metrics = {f"{split}_loss": m["loss"], f"{split}_acc": m["acc"], f"{split}_macro_f1": m["macro_f1"],

@@ -6,7 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from elimnet.config import ConfigError, add_params_arguments, load_params
+from elimnet.config import add_params_arguments, params_from_args
+from elimnet.errors import ConfigError, StageError
 
 BENCH_HELP = "latency, throughput, memory and size of the full model and the candidate the params describe"
 COMPARE_HELP = "comparison table (Markdown, CSV) and Pareto plot over DVC experiments or MLflow runs"
@@ -25,7 +26,7 @@ def bench_args(p: argparse.ArgumentParser) -> None:
 def run_bench(cfg, num_classes: int, progress: bool = False) -> dict:
     """Build full and candidate from params (random init, no download) and benchmark them."""
     from elimnet.pipeline.bench_stage import benchmark_models
-    from elimnet.pipeline.model_stages import build_from_params
+    from elimnet.compress.build import build_from_params
 
     candidate, steps, full = build_from_params(cfg, num_classes)
     result = benchmark_models({"full": full.eval(), "candidate": candidate.eval()}, cfg, cfg["data.image_size"],
@@ -61,10 +62,10 @@ def format_bench(r: dict) -> str:
 
 
 def cmd_bench(args) -> int:
-    from elimnet.cli import default_num_classes
+    from elimnet.data.prepare import default_num_classes
     from elimnet.io import write_json
 
-    cfg = load_params(args.params, args.overrides)
+    cfg = params_from_args(args)
     n = args.num_classes if args.num_classes is not None else default_num_classes()
     if n < 2:
         raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
@@ -97,21 +98,21 @@ def cmd_compare(args) -> int:
 
     m = re.fullmatch(r"([a-z]+):(\d+)", args.x)
     if not m:
-        raise ValueError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
+        raise ConfigError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
     if args.y not in QUALITY:
-        raise ValueError(f"--y={args.y}: must be one of {', '.join(QUALITY)}")
+        raise ConfigError(f"--y={args.y}: must be one of {', '.join(QUALITY)}")
     x = f"latency_{m[1]}_bs{m[2]}_ms"
     if args.source == "mlflow":
         from elimnet.track import tracking_uri
 
-        cfg = load_params(args.params, args.overrides)
+        cfg = params_from_args(args)
         records, skipped = records_from_mlflow(tracking_uri(cfg), cfg["mlflow.experiment"])
     else:
         show = (json.loads(Path(args.exp_show_json).read_text()) if args.exp_show_json
                 else dvc_exp_show(args.repo, ["-A"] if args.all_commits else []))
         records, skipped = records_from_dvc(show, repo=None if args.exp_show_json else args.repo)
     if not records:
-        raise ValueError(f"source={args.source}: no finished experiment with metrics/summary.json "
+        raise StageError(f"source={args.source}: no finished experiment with metrics/summary.json "
                          f"(run `dvc exp run` first)")
     res = write_comparison(records, args.out_dir, x, args.y)
     print(Path(res["files"][0]).read_text(), end="")

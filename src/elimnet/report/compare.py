@@ -22,26 +22,17 @@ from elimnet.report.records import ExpRecord
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
 _LAT = re.compile(r"^latency_(?P<backend>[a-z]+)_bs(?P<bs>\d+)_ms$")
 # A full model is the same run across experiments when these agree (the DVC baseline is cached).
-_BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block")
+_BASELINE_KEYS = ("seed", "data.", "train.", "model.arch", "model.weights", "model.block",
+                  "model.experts")
 
 
 def method_label(params: dict, summary: dict) -> str:
     """Human name of a candidate: 'Elim 2', 'LayerPrune k=3 (l1) + KD a=0.5', 'empty Diet g=4' ..."""
     parts = []
     if params:
-        if params.get("model.elim"):
-            parts.append(f"Elim {params['model.elim']}")
-        if params.get("model.neck"):
-            parts.append(f"neck {params['model.neck']:g}")
-        crit = params.get("model.prune.criterion", "")
-        if params.get("model.prune.latency_budget") is not None:
-            parts.append(f"LayerPrune budget={params['model.prune.latency_budget']:g} ({crit})")
-        elif params.get("model.prune.k"):
-            parts.append(f"LayerPrune k={params['model.prune.k']} ({crit})")
-        if (params.get("model.diet.groups") or 1) > 1:
-            parts.append(f"Diet g={params['model.diet.groups']}")
-        if params.get("model.filter.ratio"):
-            parts.append(f"Filter {params['model.filter.ratio']:g}")
+        from elimnet.compress import ordered  # each compression names itself (compress/base.py)
+
+        parts = [t.label(params) for t in ordered() if t.label is not None and not t.is_off(params)]
         if params.get("train.kd.alpha"):
             parts.append(f"KD a={params['train.kd.alpha']:g}")
     else:  # no params (e.g. an MLflow run logged without them): the applied steps

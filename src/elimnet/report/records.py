@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from elimnet.errors import ConfigError, StageError
+
 SUMMARY = "metrics/summary.json"
 
 
@@ -60,7 +62,7 @@ def records_from_dvc(show: list[dict], summary_path: str = SUMMARY,
     from elimnet.config import flatten
 
     if not isinstance(show, list):
-        raise ValueError("dvc exp show --json: expected a list of commits (DVC 3.x format)")
+        raise StageError("dvc exp show --json: expected a list of commits (DVC 3.x format)")
     records, skipped, seen = [], [], []
     for name, entry in _dvc_entries(show):
         data = entry.get("data") or {}
@@ -84,7 +86,7 @@ def dvc_exp_show(repo: str = ".", extra_args: list[str] = ()) -> list[dict]:
     res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"source=dvc: `{' '.join(cmd[2:])}` failed in {repo}: {last}")
+        raise StageError(f"source=dvc: `{' '.join(cmd[2:])}` failed in {repo}: {last}")
     return json.loads(res.stdout)
 
 
@@ -115,7 +117,7 @@ def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], lis
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise ValueError(f"mlflow.experiment={experiment}: no such experiment at {uri}")
+        raise ConfigError(f"mlflow.experiment={experiment}: no such experiment at {uri}")
     records, skipped = [], []
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=5000, order_by=["attributes.start_time ASC"])

@@ -21,9 +21,9 @@ from elimnet.bench.latency import measure_latency
 from elimnet.bench.profile import count_macs
 from elimnet.checkpoint import load_checkpoint, model_config, save_model
 from elimnet.compress import TRANSFORMS
-from elimnet.config import Config, ConfigError
-from elimnet.data.prepare import load_meta
-from elimnet.data.tensors import TensorSplit
+from elimnet.config import Config
+from elimnet.data.prepare import load_meta, load_prepared
+from elimnet.errors import ConfigError, StageError
 from elimnet.io import torch_save, write_json
 from elimnet.models import count_params, create_model, get_spec
 from elimnet.search.space import suggest_genome
@@ -98,8 +98,8 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
     trials_dir = Path(trials_dir) if trials_dir else out.with_name(out.stem + "_trials")
     meta = load_meta(data_dir)
     classes, size = meta["classes"], meta["image_size"]
-    train = TensorSplit.load(Path(data_dir) / "train.pt")
-    val = TensorSplit.load(Path(data_dir) / "val.pt")
+    data = load_prepared(data_dir, ("train", "val"))
+    train, val = data["train"], data["val"]
     recipe = TrainRecipe.from_config(cfg)
     recipe.epochs, recipe.kd_alpha = cfg["search.epochs"], 0.0
     spec = get_spec(ARCH)
@@ -158,7 +158,7 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"search {cfg['search.study']}: no trial completed (search.minutes too small?)")
+        raise StageError(f"search {cfg['search.study']}: no trial completed (search.minutes too small?)")
     front = study.best_trials
     best = pick_best(front)
     on_front = {t.number for t in front}
@@ -167,7 +167,7 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
             trial_path(trials_dir, t.number).unlink(missing_ok=True)
     best_file = trial_path(trials_dir, best.number)
     if not best_file.exists():
-        raise FileNotFoundError(f"{best_file}: the best trial's model is missing (trials dir moved?); "
+        raise StageError(f"{best_file}: the best trial's model is missing (trials dir moved?); "
                                 f"rerun with a new search.study")
     torch_save(out, load_checkpoint(best_file))
 

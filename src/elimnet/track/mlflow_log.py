@@ -2,6 +2,13 @@
 
 MLflow being unreachable or broken must not fail a DVC stage: we warn once and return
 None; the JSON metrics DVC tracks are the record of truth.
+
+Bounded: an http(s) store is probed first (PROBE_TIMEOUT_S); one that does not answer is skipped
+at once. While logging, MLflow's own retries and timeouts are cut to HTTP_LIMITS (MLflow's defaults,
+7 retries with backoff 2 and 120 s per request, stalled a stage for minutes), so a server that
+stops answering midway costs at most one bounded request: under 15 s per stage with the probe.
+A fresh SQLite store is created once under a file lock: concurrent first writers race on MLflow's
+schema migration otherwise, and all but one lose their run.
 """
 from __future__ import annotations
 
@@ -10,7 +17,6 @@ import os
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,81 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def tracking_uri(cfg) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg["mlflow.tracking_uri"]
+
+
+PROBE_TIMEOUT_S = 3.0
+# 2 tries x 3 s + 1 s backoff = 7 s for a request that never gets an answer (the first failure
+# ends the logging); with the probe and MLflow's import (~5 s on a busy machine) it stays within 15 s.
+# Set only while we log (and only where the user has not exported their own), restored afterwards.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+
+
+def probe(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when `uri` can be used (any HTTP answer counts, even 401/404; non-http stores are local),
+    else why not, in a few words. One request with a short timeout: no retries."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", e)
+        return f"no answer within {timeout_s:g} s" if isinstance(reason, TimeoutError) or \
+            "timed out" in str(reason) else str(reason)
+
+
+_ENV_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def bounded_requests():
+    """HTTP_LIMITS in the environment for one block (MLflow reads them per request), then the old values.
+
+    Holds a lock: threads saving and restoring the same variables would leave one's values behind."""
+    with _ENV_LOCK:
+        before = {k: os.environ.get(k) for k in HTTP_LIMITS}
+        for k, v in HTTP_LIMITS.items():
+            os.environ.setdefault(k, v)
+        try:
+            yield
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI (relative to the working directory), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def init_store(uri: str) -> None:
+    """Create a SQLite store's schema once, under `<db>.lock`, before any run is logged.
+
+    MLflow migrates a fresh file in every process that opens it; three at once lost two runs
+    ("table metrics already exists"). Under the lock the first one creates it, the others find it
+    done. The store object is cached by MLflow per URI, so logging reuses it."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=120):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
@@ -176,15 +257,28 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
     signature inferred from one forward pass on a batch of `input_shape` (batch dim left open);
     `figures` are matplotlib figures logged as PNG artifacts under their file names.
     """
-    try:
-        return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
-                        input_shape, figures)
-    except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
-        warnings.warn(f"MLflow logging to {uri} failed, metrics stay in metrics/*.json: {type(e).__name__}: {e}",
-                      stacklevel=2)
-        print(f"warning: MLflow logging to {uri} failed ({type(e).__name__}); JSON metrics are kept",
-              file=sys.stderr)
+    why = probe(uri)
+    if why is not None:
+        _warn(uri, why)
         return None
+    try:
+        with bounded_requests():
+            init_store(uri)
+            return _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model,
+                            input_shape, figures)
+    except Exception as e:  # noqa: BLE001 - tracking must never fail the pipeline
+        _warn(uri, f"{type(e).__name__}: {_first_line(e)}")
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _warn(uri: str, why: str) -> None:
+    """One stderr line naming the store (warnings.warn would add a second line of source)."""
+    print(f"warning: MLflow logging to {uri} failed ({why}); JSON metrics are kept", file=sys.stderr)
 
 
 def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, model, input_shape,
@@ -221,7 +315,8 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
             with _tracking(uri):
                 log_torch_model(rid, model, input_shape)
         except Exception as e:  # noqa: BLE001 - keep the run (params, metrics) even without the model
-            warnings.warn(f"MLflow model logging failed: {type(e).__name__}: {e}", stacklevel=2)
+            print(f"warning: MLflow model logging to {uri} failed ({type(e).__name__}: {_first_line(e)}); "
+                  f"the run keeps its params and metrics", file=sys.stderr)
     client.set_terminated(rid)
     print(f"MLflow run: {ui_url(exp_id, rid)} (mlflow ui --backend-store-uri {uri})", file=sys.stderr)
     return rid

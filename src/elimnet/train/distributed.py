@@ -126,7 +126,7 @@ class DDPContext:
         from elimnet.data.tensors import iterate_batches
 
         if len(split) < self.world_size:
-            raise ValueError(f"train.distributed={self.world_size}: must be <= the {len(split)} training images")
+            raise ConfigError(f"train.distributed={self.world_size}: must be <= the {len(split)} training images")
         for x, y in iterate_batches(split, batch_size, _identity, **kw):
             # Equal slices when batch_size % world == 0 (checked); a short single batch (tiny split,
             # no drop_last) is cut as evenly as possible.

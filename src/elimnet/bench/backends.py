@@ -1,0 +1,121 @@
+"""Latency backends: one registry entry each, in the order they are measured and reported.
+
+A backend declares why it is not measured for given params (or None), the device its timings use,
+and `prepare`: a context manager that readies the models and yields `make_runners(x)` ->
+{model name: zero-argument runner}. Adding a backend is one `register_backend(...)` call plus its
+param in config.py (docs/extending.md). torch and onnxruntime are imported inside the functions,
+so report code can list BACKENDS without them.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    device: str  # "cpu" or "cuda": how time_runners synchronises
+    unavailable: Callable[[Any], str | None]  # cfg -> why it is not measured, or None
+    prepare: Callable[..., ContextManager[Callable]]  # (models, cfg, image_size, threads, workdir, prof)
+    optional: bool = True  # a failure is recorded under `unavailable`, not raised
+    allocator_peak: bool = False  # peak memory measurable by torch's allocator hooks (eager only)
+    help: str = ""
+
+
+REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    if backend.name in REGISTRY:
+        raise ValueError(f"backend {backend.name!r} registered twice")
+    REGISTRY[backend.name] = backend
+    return backend
+
+
+def unavailable_backends(cfg) -> dict[str, str]:
+    """Backend -> why it is not measured (backends absent from the result are measured)."""
+    return {name: why for name, b in REGISTRY.items() if (why := b.unavailable(cfg))}
+
+
+# ----------------------------------------------------------------------------- eager and compiled CPU
+@contextlib.contextmanager
+def _eager_cpu(models, cfg, image_size, threads, workdir: Path, prof, compile_: bool = False):
+    import torch
+
+    from elimnet.bench.latency import torch_runner
+
+    fmt = torch.channels_last
+    ready = {n: m.eval().to(memory_format=fmt) for n, m in models.items()}
+    if compile_:
+        ready = {n: torch.compile(m) for n, m in ready.items()}
+    try:
+        yield lambda x: {n: torch_runner(m, x.contiguous(memory_format=fmt)) for n, m in ready.items()}
+    finally:
+        for m in models.values():  # the caller's models come back as they were
+            m.to(memory_format=torch.contiguous_format)
+
+
+register_backend(Backend("cpu", "cpu", lambda cfg: None, _eager_cpu, optional=False, allocator_peak=True,
+                         help="eager PyTorch on CPU, channels_last"))
+
+
+# ----------------------------------------------------------------------------- CUDA
+def _cuda_unavailable(cfg) -> str | None:
+    from elimnet.bench.latency import cuda_available
+
+    if not cfg["bench.cuda"]:
+        return "bench.cuda=false"
+    return None if cuda_available() else "no CUDA device"
+
+
+@contextlib.contextmanager
+def _cuda(models, cfg, image_size, threads, workdir: Path, prof):
+    import torch
+
+    from elimnet.bench.latency import torch_runner
+
+    ready = {n: m.eval().to("cuda") for n, m in models.items()}
+    try:
+        yield lambda x: {n: torch_runner(m, x.to("cuda"), amp=cfg["bench.amp"]) for n, m in ready.items()}
+    finally:
+        for m in models.values():
+            m.to("cpu")
+        torch.cuda.empty_cache()
+
+
+register_backend(Backend("cuda", "cuda", _cuda_unavailable, _cuda, allocator_peak=True,
+                         help="eager PyTorch on CUDA (events; float16 autocast with bench.amp)"))
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime
+def _onnx_unavailable(cfg) -> str | None:
+    from elimnet.bench.onnx_bench import onnxruntime_version
+
+    if not cfg["bench.onnx"]:
+        return "bench.onnx=false"
+    return None if onnxruntime_version() else "onnxruntime is not installed"
+
+
+@contextlib.contextmanager
+def _onnx(models, cfg, image_size, threads, workdir: Path, prof):
+    from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, ort_runner, ort_session
+
+    sessions = {}
+    for n, m in models.items():
+        path = export_onnx(m, workdir / f"{n}.onnx", image_size)
+        prof[n]["onnx_file_bytes"] = onnx_file_bytes(path)
+        sessions[n] = ort_session(path, threads)
+    yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+
+
+register_backend(Backend("onnx", "cpu", _onnx_unavailable, _onnx, help="ONNX Runtime CPU (fp32 export)"))
+
+
+# ----------------------------------------------------------------------------- torch.compile
+register_backend(Backend("compile", "cpu", lambda cfg: None if cfg["bench.compile"] else "bench.compile=false",
+                         lambda *a: _eager_cpu(*a, compile_=True), help="torch.compile (inductor) on CPU"))
+
+BACKENDS = tuple(REGISTRY)

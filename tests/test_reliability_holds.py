@@ -1,0 +1,52 @@
+"""Promises that already held when issue 16 was filed, pinned so they keep holding (docs/reliability.md)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from stage_runner import run_default_graph
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that code from a model file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("loader", ["checkpoint", "tensors"])
+def test_a_pickled_payload_in_a_loaded_file_does_not_run(tmp_path, loader):
+    from elimnet.checkpoint import load_checkpoint
+    from elimnet.data.tensors import TensorSplit
+
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"config": _Payload(marker), "state_dict": {}, "images": _Payload(marker)}, path)
+    with pytest.raises(Exception) as e:  # noqa: PT011 - the promise is "does not run", whatever is raised
+        load_checkpoint(path) if loader == "checkpoint" else TensorSplit.load(path)
+    assert "weights_only" in str(e.value) or "Unsupported" in str(e.value) or "global" in str(e.value).lower()
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_metrics_are_byte_identical_across_reruns(tmp_path):
+    """The whole tiny graph twice, in two folders: every metrics file except the timings is the same bytes."""
+    params = {"data": {"max_per_class": 6, "image_size": 32}, "train": {"epochs": 1, "batch_size": 8},
+              "model": {"elim": 3}, "mlflow": {"enabled": False},
+              "bench": {"batch_sizes": [1], "repeats": 2, "warmup": 1, "budget_s": 0.1}}
+    runs = []
+    for name in ("a", "b"):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "params.yaml").write_text(yaml.safe_dump(params))
+        run_default_graph(work / "params.yaml", work)
+        m = work / "metrics"
+        runs.append({str(p.relative_to(m)): p.read_bytes() for p in sorted(m.rglob("*"))
+                     if p.is_file() and p.name not in ("latency.json", "summary.json")})
+    assert set(runs[0]) >= {"data.json", "structure.json", "baseline/train.json", "candidate/eval.json",
+                            "candidate/history.csv", "candidate/predictions.csv"}
+    assert runs[0] == runs[1]

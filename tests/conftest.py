@@ -22,7 +22,7 @@ from elimnet.data.tensors import TensorSplit  # noqa: E402
 # Tests see the project as committed (HEAD), never the user's workspace: after `dvc exp run -S ...` (or a
 # failed one) params.yaml, metrics/ and mlflow.db hold whatever the user left there.
 ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE_STATE = ("params.yaml", "dvc.lock", "mlflow.db", "optuna.db", "metrics", "models", "data", "plots",
+WORKSPACE_STATE = ("params.yaml", "dvc.lock", "mlflow.db", "optuna.db", "metrics", "models", "data", "plots", "resolved",
                    "reports", "dvc_plots", "mlruns", "mlartifacts")
 _opened: list[str] = []
 _auditing = False

@@ -318,5 +318,8 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
             print(f"warning: MLflow model logging to {uri} failed ({type(e).__name__}: {_first_line(e)}); "
                   f"the run keeps its params and metrics", file=sys.stderr)
     client.set_terminated(rid)
-    print(f"MLflow run: {ui_url(exp_id, rid)} (mlflow ui --backend-store-uri {uri})", file=sys.stderr)
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow run: {ui_url(exp_id, rid, host=uri.rstrip('/'))}", file=sys.stderr)
+    else:
+        print(f"MLflow run: {ui_url(exp_id, rid)} (after `mlflow ui --backend-store-uri {uri}`)", file=sys.stderr)
     return rid

@@ -1,7 +1,12 @@
 """Shared test setup: no network, no telemetry, small thread counts, tiny data."""
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -12,6 +17,80 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from elimnet.data.tensors import TensorSplit  # noqa: E402
+
+# ----------------------------------------------------------------------------- hermetic: never the workspace
+# Tests see the project as committed (HEAD), never the user's workspace: after `dvc exp run -S ...` (or a
+# failed one) params.yaml, metrics/ and mlflow.db hold whatever the user left there.
+ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE_STATE = ("params.yaml", "dvc.lock", "mlflow.db", "optuna.db", "metrics", "models", "data", "plots", "resolved",
+                   "reports", "dvc_plots", "mlruns", "mlartifacts")
+_opened: list[str] = []
+_auditing = False
+
+
+def _audit(event: str, args) -> None:
+    if not _auditing or event not in ("open", "sqlite3.connect") or not args:
+        return
+    path = args[0]
+    if not isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, int):
+        return
+    path = os.fsdecode(path)
+    if not os.path.isabs(path) and event == "open" and args[1] is None:  # os.open(..., dir_fd=...) (shutil.rmtree): not the cwd
+        return
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(ROOT)
+    except ValueError:
+        return
+    if rel.parts and rel.parts[0] in WORKSPACE_STATE:
+        _opened.append(str(rel))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def no_workspace_reads():
+    """Fail a test that opens the workspace's params.yaml, outputs, metrics or MLflow store."""
+    global _auditing
+    _opened.clear()
+    _auditing = True
+    yield
+    _auditing = False
+    if _opened:
+        pytest.fail(f"read the workspace's {sorted(set(_opened))}: use head_file()/hermetic_repo() or tmp_path")
+
+
+def head_file(rel: str) -> str:
+    """The committed text of `rel` (git show HEAD:rel), whatever the workspace holds."""
+    out = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"needs a git checkout to read HEAD:{rel}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def hermetic_repo(dest: Path, exclude: tuple[str, ...] = ()) -> Path:
+    """The files of HEAD (`git archive`, so `git ls-files` at HEAD) extracted into `dest`, minus paths
+    starting with one of `exclude`; a fresh git repo with one commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"needs a git checkout: {archive.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        members = [m for m in tar.getmembers() if not m.name.startswith(exclude)]
+        tar.extractall(dest, members=members, filter="data")
+    git_commit_all(dest, "HEAD of elimnet")
+    return dest
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git_commit_all(repo: Path, message: str) -> None:
+    env = dict(os.environ, **GIT_ENV)
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "init", "-q"], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", message, "--allow-empty"], cwd=repo, env=env, check=True)
 
 
 @pytest.fixture(autouse=True)

@@ -245,7 +245,9 @@ def test_taco_default_mapping_is_used_by_params_yaml_and_covers_real_categories(
     import yaml
 
     # params.yaml keeps `{}` (a long flow mapping does not survive `dvc exp run -S`'s YAML rewrite).
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    from conftest import head_file
+
+    params = yaml.safe_load(head_file("params.yaml"))
     assert params["data"]["taco"]["mapping"] == {}
     assert sorted(set(taco.DEFAULT_MAPPING.values())) == ["Metal", "Paper", "Paperpack", "Plastic", "Plasticbag",
                                                            "Styrofoam"]

@@ -70,24 +70,26 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
             "cuda": latency.get("cuda") is not None, **rows, "ratios": ratios}
 
 
-def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
+def headline(summary: dict) -> dict:
+    """The few numbers people compare across experiments (`dvc exp show`): the candidate's size, quality and
+    paired latency reductions. Everything else stays in summary.json (`elimnet compare` reads it)."""
+    c, r = summary["candidate"], summary["ratios"]
+    out = {"params_M": round(c["params"] / 1e6, 3), "mmacs": round(c["macs"] / 1e6, 1), "layers": c["layers"],
+           "test_macro_f1": c["test_macro_f1"], "test_acc": c["test_acc"]}
+    for k, v in r.items():
+        if k.startswith("latency_reduction_cpu_") and v is not None:
+            out[k.replace("latency_reduction_cpu_", "faster_")] = v
+    return out
 
-    matplotlib.use("Agg")
+
+def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for role, rows in histories.items():
-        ep = [r["epoch"] for r in rows]
-        for ax, key in zip(axes, ("loss", "acc", "macro_f1")):
-            ax.plot(ep, [r[f"train_{key}"] for r in rows], "--", label=f"{role} train")
-            ax.plot(ep, [r[f"val_{key}"] for r in rows], "-", marker="o", ms=3, label=f"{role} val")
-            ax.set_title(key)
-            ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    from elimnet.report.figures import CURVES_DPI, curves_figure
+
+    fig = curves_figure(histories)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=CURVES_DPI)
     plt.close(fig)
 
 
@@ -106,6 +108,7 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
     summary["headline"] = headline(latency)
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
+    write_json(Path(out).with_name("headline.json"), headline(summary))
     if cfg["mlflow.enabled"]:
         run_name = os.environ.get("DVC_EXP_NAME") or "workspace"
         params = {k: v for k, v in cfg.flat().items() if not k.startswith("mlflow.")}

@@ -161,7 +161,7 @@ def cmd_compare(args) -> int:
     else:
         show = (json.loads(Path(args.exp_show_json).read_text()) if args.exp_show_json
                 else dvc_exp_show(args.repo, ["-A"] if args.all_commits else []))
-        records, skipped = records_from_dvc(show)
+        records, skipped = records_from_dvc(show, repo=None if args.exp_show_json else args.repo)
     if not records:
         raise StageError(f"source={args.source}: no finished experiment with metrics/summary.json "
                          f"(run `dvc exp run` first)")

@@ -76,3 +76,28 @@ def plot_pareto(rows: list[dict], path, x: str = "latency_cpu_bs1_ms", y: str = 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+# 960 x 300 px at dpi 100: the three panels fit one laptop screen, in `dvc plots show` and in MLflow.
+CURVES_SIZE_IN, CURVES_DPI = (9.6, 3.0), 100
+
+
+def curves_figure(histories: dict[str, list[dict]]):
+    """Loss, accuracy and macro-F1 per epoch (train dashed, val solid) for each role, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=CURVES_SIZE_IN, dpi=CURVES_DPI)
+    for role, rows in histories.items():
+        ep = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("loss", "acc", "macro_f1")):
+            ax.plot(ep, [r[f"train_{key}"] for r in rows], "--", label=f"{role} train")
+            ax.plot(ep, [r[f"val_{key}"] for r in rows], "-", marker="o", ms=3, label=f"{role} val")
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

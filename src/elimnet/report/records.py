@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
@@ -44,7 +45,19 @@ def _dvc_entries(show: list[dict]) -> Iterator[tuple[str, dict]]:
     yield from workspace
 
 
-def records_from_dvc(show: list[dict], summary_path: str = SUMMARY) -> tuple[list[ExpRecord], list[str]]:
+def _git_json(repo: str, rev: str | None, path: str) -> dict | None:
+    if not rev or rev == "workspace":
+        p = Path(repo) / path
+        return json.loads(p.read_text()) if rev == "workspace" and p.is_file() else None
+    out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, timeout=30)
+    try:
+        return json.loads(out.stdout) if out.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
+def records_from_dvc(show: list[dict], summary_path: str = SUMMARY,
+                     repo: str | None = None) -> tuple[list[ExpRecord], list[str]]:
     """Parse DVC 3.x `exp show --json`; return (records, names skipped for lacking a summary)."""
     from elimnet.config import flatten
 
@@ -54,6 +67,8 @@ def records_from_dvc(show: list[dict], summary_path: str = SUMMARY) -> tuple[lis
     for name, entry in _dvc_entries(show):
         data = entry.get("data") or {}
         summary = ((data.get("metrics") or {}).get(summary_path) or {}).get("data")
+        if summary is None and repo is not None:  # not a DVC metric: read the experiment's committed file
+            summary = _git_json(repo, data.get("rev", entry.get("rev")), summary_path)
         if entry.get("error") or not isinstance(summary, dict) or "candidate" not in summary:
             skipped.append(name)
             continue

@@ -110,6 +110,64 @@ def git_commit(cwd: str | Path = ".") -> str | None:
         return None
 
 
+# MLflow 3 opens an experiment on its GenAI overview unless told it holds model training. Releases that
+# read the experiment tag need it; 3.17's UI reads `?workflowType=machine_learning` in the URL (ui_url).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, host: str = "http://127.0.0.1:5000") -> str:
+    """Where `mlflow ui` shows this experiment's training runs (or one run)."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{host}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def dvc_command_start_ms() -> int | None:
+    """Start of the `dvc repro` / `dvc exp run` (or queue worker) that runs this stage, in ms since the
+    epoch: the earliest stage of the experiment, so the run's duration covers them all. None outside DVC."""
+    if not os.environ.get("DVC_ROOT"):
+        return None
+    try:
+        import psutil
+
+        proc = psutil.Process().parent()
+        while proc is not None:  # sh -c "python stages/report.py" <- dvc (`dvc exp exec-run` when queued)
+            argv = proc.cmdline()
+            if "dvc" in [os.path.basename(a) for a in argv[:2]] or argv[1:3] == ["-m", "dvc"]:
+                return int(proc.create_time() * 1000)
+            proc = proc.parent()
+    except Exception:  # noqa: BLE001 - a missing start time only shortens the duration shown
+        return None
+    return None
+
+
+def run_description(params: dict[str, Any], cwd: str | Path = ".") -> str:
+    """Markdown for the run's description: which DVC experiment, how to look at it, its params diff."""
+    name, base = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(cwd)
+    if not base:
+        return ""
+    short = base[:7]
+    lines = [f"DVC experiment **{name}** on commit `{short}`: `dvc exp show --rev {name}`, "
+             f"`dvc params diff {short} {name}`, `dvc exp apply {name}`." if name else
+             f"`dvc repro` in the workspace on commit `{short}`: `dvc params diff {short}`."]
+    try:
+        import yaml
+
+        from elimnet.config import flatten
+
+        out = subprocess.run(["git", "show", f"{base}:params.yaml"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10)
+        before = flatten(yaml.safe_load(out.stdout) or {}) if out.returncode == 0 else {}
+    except Exception:  # noqa: BLE001 - the description is a convenience
+        before = {}
+    changed = [(k, before[k], v) for k, v in sorted(params.items()) if k in before and before[k] != v]
+    if changed:
+        lines += ["", f"| param | {short} | this run |", "|---|---|---|"]
+        lines += [f"| {k} | {a} | {b} |" for k, a, b in changed]
+    elif before:
+        lines += ["", f"Params as committed in `{short}`."]
+    return "\n".join(lines)
+
+
 def _flat_metrics(d: dict, prefix: str = "") -> dict[str, float]:
     out = {}
     for k, v in d.items():
@@ -179,9 +237,12 @@ def _experiment_id(client, name: str) -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:
+            for k, v in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -233,7 +294,9 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
 
     client = MlflowClient(uri)
     exp_id = _experiment_id(client, experiment)
-    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items() if v})
+    tags = {"mlflow.note.content": run_description(params), **(tags or {})}
+    run = client.create_run(exp_id, run_name=run_name, start_time=dvc_command_start_ms(),
+                            tags={k: str(v) for k, v in tags.items() if v})
     rid = run.info.run_id
     from mlflow.entities import Metric, Param
 
@@ -275,4 +338,8 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
                     print(f"warning: MLflow {what} logging to {uri} failed ({type(e).__name__}: {_first_line(e)}); "
                           f"the run keeps its params and metrics", file=sys.stderr)
     client.set_terminated(rid)
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow run: {ui_url(exp_id, rid, host=uri.rstrip('/'))}", file=sys.stderr)
+    else:
+        print(f"MLflow run: {ui_url(exp_id, rid)} (after `mlflow ui --backend-store-uri {uri}`)", file=sys.stderr)
     return rid

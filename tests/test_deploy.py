@@ -184,14 +184,14 @@ def test_compare_has_columns_per_backend_and_precision():
 
 
 def test_headline_reduction_names_the_shipped_backend():
-    from elimnet.pipeline.report_stage import headline
+    from elimnet.pipeline.report_stage import headline_reduction
 
     def per(red, noisy=False):
         return {"8": {"baseline": {"median_ms": 9.0}, "candidate": {"reduction": red / 2}},
                 "1": {"baseline": {"median_ms": 2.0, "noisy": noisy}, "candidate": {"reduction": red}}}
 
     lat = {"cpu": per(0.4), "onnx": per(0.3), "ort_int8": None}
-    assert headline(lat) == {"backend": "onnx", "batch_size": 1, "reduction": 0.3, "noisy": False}
-    assert headline({**lat, "ort_int8": per(0.2, noisy=True)}) == {"backend": "ort_int8", "batch_size": 1,
+    assert headline_reduction(lat) == {"backend": "onnx", "batch_size": 1, "reduction": 0.3, "noisy": False}
+    assert headline_reduction({**lat, "ort_int8": per(0.2, noisy=True)}) == {"backend": "ort_int8", "batch_size": 1,
                                                                    "reduction": 0.2, "noisy": True}
-    assert headline({"cpu": None}) is None
+    assert headline_reduction({"cpu": None}) is None

@@ -4,7 +4,7 @@ import json
 import subprocess
 
 from conftest import git_commit_all
-from elimnet.pipeline.report_stage import headline
+from elimnet.pipeline.report_stage import headline_metrics
 from elimnet.report.records import records_from_dvc
 
 SUMMARY = {"arch": "resnet18", "weights": "imagenet", "steps": ["elim"],
@@ -16,7 +16,7 @@ SUMMARY = {"arch": "resnet18", "weights": "imagenet", "steps": ["elim"],
 
 
 def test_headline_is_the_candidates_few_numbers():
-    assert headline(SUMMARY) == {"params_M": 0.684, "mmacs": 1200.0, "layers": 13, "test_macro_f1": 0.75,
+    assert headline_metrics(SUMMARY) == {"params_M": 0.684, "mmacs": 1200.0, "layers": 13, "test_macro_f1": 0.75,
                                  "test_acc": 0.9, "faster_bs1": 0.25, "faster_bs64": 0.125}
 
 

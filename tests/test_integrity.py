@@ -132,7 +132,8 @@ def _run(args, cwd, check=True):
 
 
 OUTS = ["data/prepared/train.pt", "models/pretrained.pt", "models/candidate_init.pt", "models/baseline.pt",
-        "models/candidate.pt", "plots/curves.png"]
+        "models/candidate.pt", "models/deploy/baseline/model.onnx", "models/deploy/candidate/model.onnx",
+        "plots/curves.png"]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,8 @@ def locked_repo(tmp_path_factory):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(f"placeholder {rel}".encode())
     _run([sys.executable, "stages/params.py"], dest)
-    for rel in ("metrics/data.json", "metrics/structure.json", "metrics/layer_importance.json", "metrics/block_latency.json",
+    for rel in ("metrics/data.json", "metrics/structure.json", "metrics/layer_importance.json",
+                "metrics/block_latency.json", "metrics/headline.json", "metrics/baseline/export.json", "metrics/candidate/export.json",
                 "metrics/baseline/train.json", "metrics/candidate/train.json", "metrics/baseline/eval.json",
                 "metrics/candidate/eval.json", "metrics/latency.json", "metrics/summary.json"):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

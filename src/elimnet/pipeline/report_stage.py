@@ -70,12 +70,16 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
             "cuda": latency.get("cuda") is not None, **rows, "ratios": ratios}
 
 
-def headline(summary: dict) -> dict:
-    """The few numbers people compare across experiments (`dvc exp show`): the candidate's size, quality and
-    paired latency reductions. Everything else stays in summary.json (`elimnet compare` reads it)."""
+def headline_metrics(summary: dict) -> dict:
+    """The few numbers people compare across experiments (`dvc exp show`): the candidate's size, quality, its
+    paired change against the full model with the 95% CI, and paired latency reductions. Everything else stays
+    in summary.json (`elimnet compare` reads it)."""
     c, r = summary["candidate"], summary["ratios"]
     out = {"params_M": round(c["params"] / 1e6, 3), "mmacs": round(c["macs"] / 1e6, 1), "layers": c["layers"],
            "test_macro_f1": c["test_macro_f1"], "test_acc": c["test_acc"]}
+    for k in ("delta_test_macro_f1", "delta_test_macro_f1_ci"):
+        if k in summary:
+            out[k.replace("test_macro_f1", "f1")] = summary[k]
     for k, v in r.items():
         if k.startswith("latency_reduction_cpu_") and v is not None:
             out[k.replace("latency_reduction_cpu_", "faster_")] = v
@@ -105,10 +109,10 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
     summary.update(paired_test_stats(*(read_predictions(m / r / "predictions.csv") for r in ROLES),
                                      cfg["train.bootstrap"], cfg["seed"]))
     add_deployed_accuracy(summary, m)
-    summary["headline"] = headline(latency)
+    summary["headline"] = headline_reduction(latency)
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
-    write_json(Path(out).with_name("headline.json"), headline(summary))
+    write_json(Path(out).with_name("headline.json"), headline_metrics(summary))
     if cfg["mlflow.enabled"]:
         run_name = os.environ.get("DVC_EXP_NAME") or "workspace"
         params = {k: v for k, v in cfg.flat().items() if not k.startswith("mlflow.")}
@@ -174,7 +178,7 @@ def add_deployed_accuracy(summary: dict, metrics_dir: Path) -> None:
 HEADLINE_ORDER = ("ort_int8", "onnx", "cpu")
 
 
-def headline(latency: dict) -> dict | None:
+def headline_reduction(latency: dict) -> dict | None:
     """{backend, batch_size, reduction, noisy} of the first measured of HEADLINE_ORDER at its smallest batch size."""
     for backend in HEADLINE_ORDER:
         per = latency.get(backend)

@@ -17,6 +17,7 @@ from elimnet.io import write_json, write_text
 from elimnet.pipeline.common import set_threads
 from elimnet.train import distributed
 from elimnet.train.finetune import TrainRecipe, finetune
+from elimnet.train.resume import stage_checkpoint
 from elimnet.train.metrics import evaluate, per_class_f1
 
 
@@ -62,13 +63,22 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
         recipe.kd_alpha = 0.0  # the baseline never distils; alpha=0 is plain finetuning
     train = TensorSplit.load(Path(data_dir) / "train.pt")
     val = TensorSplit.load(Path(data_dir) / "val.pt")
+    checkpoint = None
+    if ddp is None:  # per-epoch resume checkpoints are single-process
+        data_files = [Path(data_dir) / n for n in ("train.pt", "val.pt", "meta.json")]
+        checkpoint = stage_checkpoint(cfg["train.checkpoint_dir"], role,
+                                      [init, teacher_path if teacher is not None else None, *data_files],
+                                      {k: v for k, v in cfg.flat().items() if k.startswith("train.") or k == "seed"},
+                                      near=Path(out).parent)
     try:
         result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"],
                           num_classes=len(classes), teacher=teacher, desc=f"finetune {role}",
-                          device=ddp.device if ddp else "cpu", ddp=ddp)
+                          device=ddp.device if ddp else "cpu", ddp=ddp, checkpoint=checkpoint)
         metrics = None
         if ddp is None or ddp.is_main:
             metrics = _write_finetune(result, model, config, cfg, recipe, out, history_path, metrics_path)
+        if checkpoint is not None:
+            checkpoint.clear()  # the outputs exist: a rerun starts afresh
         if ddp is not None:
             ddp.barrier()  # no rank leaves before rank 0 has written
         return metrics

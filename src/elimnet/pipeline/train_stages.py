@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from elimnet.bench.allocator import allocator_state
 from elimnet.checkpoint import load_model, save_model
 from elimnet.compress.elim import set_num_classes
 from elimnet.config import Config
@@ -46,6 +47,7 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
                  role: str = "candidate") -> dict | None:
     """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None)."""
     set_threads(cfg["train.threads"])
+    allocator_state(cfg["train.keep_freed_memory"])  # no page faults for freed activations every step
     ddp = None
     if distributed.launched():
         distributed.check_world(int(os.environ["WORLD_SIZE"]), cfg["train.batch_size"])

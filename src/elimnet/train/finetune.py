@@ -12,14 +12,15 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from elimnet.errors import ConfigError
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
-from elimnet.train.losses import distillation_loss
+from elimnet.train.losses import balanced_class_weights, classification_loss, distillation_loss
 from elimnet.train.metrics import classification_metrics, evaluate
 from elimnet.train.resume import EpochCheckpoint, get_rng_state, set_rng_state
 
@@ -30,7 +31,8 @@ RECIPE_KEYS = {
     "momentum": "train.momentum", "weight_decay": "train.weight_decay",
     "label_smoothing": "train.label_smoothing", "warmup_epochs": "train.warmup_epochs", "hflip": "train.hflip",
     "vflip": "train.vflip", "channels_last": "train.channels_last", "eval_batch_size": "train.eval_batch_size",
-    "kd_alpha": "train.kd.alpha", "kd_temperature": "train.kd.temperature", "seed": "seed",
+    "kd_alpha": "train.kd.alpha", "kd_temperature": "train.kd.temperature", "class_weights": "train.class_weights",
+    "sampler": "train.sampler", "seed": "seed",
 }
 
 
@@ -52,6 +54,8 @@ class TrainRecipe:
     eval_batch_size: int
     kd_alpha: float
     kd_temperature: float
+    class_weights: str
+    sampler: str
     seed: int
 
     @classmethod
@@ -111,17 +115,28 @@ def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup))
 
 
+def balanced_batches(split: TensorSplit, batch_size: int, normalize: Normalizer, *, generator=None,
+                     shuffle: bool = True, **kw) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """iterate_batches over len(split) images drawn with replacement, each class equally likely
+    (train.sampler=balanced); same signature, same generator for the draw and the flips."""
+    counts = torch.bincount(split.labels).to(torch.float64)
+    idx = torch.multinomial(1.0 / counts[split.labels], len(split), replacement=True, generator=generator)
+    yield from iterate_batches(TensorSplit(split.images[idx], split.labels[idx]), batch_size, normalize,
+                               generator=generator, **kw)
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               recipe: TrainRecipe, teacher: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               recipe: TrainRecipe, teacher: torch.nn.Module | None = None,
+               class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step (plain CE, or distillation when a teacher and kd_alpha > 0)."""
     logits = model(x)
     if teacher is not None and recipe.kd_alpha > 0:
         with torch.no_grad():
             t_logits = teacher(x)
         loss = distillation_loss(logits, t_logits, y, alpha=recipe.kd_alpha, temperature=recipe.kd_temperature,
-                                 label_smoothing=recipe.label_smoothing)
+                                 label_smoothing=recipe.label_smoothing, weight=class_weight)
     else:
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        loss = classification_loss(logits, y, label_smoothing=recipe.label_smoothing, weight=class_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -131,7 +146,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: TensorSplit, recipe: TrainRecipe,
                 normalize: Normalizer, gen: torch.Generator, *, teacher: torch.nn.Module | None = None,
                 device: torch.device | str = "cpu", drop_last: bool = True, start_step: int = 0,
-                scheduler=None, on_step=None, batches=iterate_batches
+                scheduler=None, on_step=None, batches=iterate_batches, class_weight: torch.Tensor | None = None
                 ) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
     """One pass over the in-memory split; returns (loss sum, predictions, labels, next step).
 
@@ -143,7 +158,7 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Tenso
     for x, y in batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
                         hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, logits = train_step(model, opt, x, y, recipe, teacher)
+        loss, logits = train_step(model, opt, x, y, recipe, teacher, class_weight)
         if scheduler is not None:
             scheduler.step()
         step += 1
@@ -191,6 +206,14 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     total = steps_per_epoch * recipe.epochs
     warmup = steps_per_epoch * recipe.warmup_epochs
     scheduler = make_scheduler(opt, total, warmup)
+    class_weight = None
+    if recipe.class_weights == "balanced":
+        class_weight = balanced_class_weights(train.labels, num_classes).to(device)
+    if recipe.sampler == "balanced" and ddp is not None:
+        raise ConfigError("train.sampler=balanced: must be none with train.distributed > 1 (single-process only; "
+                          "train.class_weights=balanced works with both)")
+    batches = ddp.batches if ddp is not None else balanced_batches if recipe.sampler == "balanced" \
+        else iterate_batches
 
     history: list[dict] = []
     best_f1, best_epoch, best_state, step, done = -1.0, 0, None, 0, 0
@@ -212,8 +235,8 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
 
         loss_sum, preds, ys, step = train_epoch(net, opt, train, recipe, normalize, gen, teacher=teacher,
                                                 device=device, drop_last=drop_last, start_step=step,
-                                                scheduler=scheduler, on_step=on_step,
-                                                batches=ddp.batches if ddp is not None else iterate_batches)
+                                                scheduler=scheduler, on_step=on_step, batches=batches,
+                                                class_weight=class_weight)
         if ddp is not None:
             loss_sum, preds, ys = ddp.gather_epoch(loss_sum, preds, ys)
             if not main:

@@ -29,13 +29,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_recipe(work: Path, params: str | None, overrides: list[str]) -> dict:
+def run_recipe(work: Path, params: str | None, overrides: list[str], base_overrides: list[str] = ()) -> dict:
     from elimnet.pipeline.model_stages import run_pretrained
     from elimnet.pipeline.prepare_stage import run_prepare
     from elimnet.pipeline.train_stages import run_evaluate, run_finetune
 
     base = load_params(params) if params else defaults()  # elpv, Lite0 pretrained: the default experiment
-    cfg = base.replace(**parse_overrides(overrides))
+    cfg = base.replace(**parse_overrides([*base_overrides, *overrides]))
     data = work / f"data{cfg['data.image_size']}"
     if not (data / "train.pt").exists():
         run_prepare(cfg, data, work / f"data{cfg['data.image_size']}.json")
@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--work", required=True, help="folder for prepared data, weights and runs (reused)")
     p.add_argument("--out", required=True, help="JSON lines, one per recipe (appended)")
     p.add_argument("--params", default=None, help="base params file (default: the schema defaults)")
+    p.add_argument("-S", "--set", dest="base", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every recipe, e.g. train.threads=1 on a busy machine (repeatable)")
     p.add_argument("--recipe", action="append", default=[],
                    help='space-separated overrides, e.g. "train.lr=0.03 train.class_weights=balanced"; '
                         '"" = the defaults (repeatable)')
@@ -74,7 +76,7 @@ def main() -> None:
         if tuple(overrides) in done:
             print(f"skip (already in {out}): {recipe or 'defaults'}")
             continue
-        row = run_recipe(work, args.params, overrides)
+        row = run_recipe(work, args.params, overrides, args.base)
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
         f1 = " ".join(f"{k}={v:.3f}" for k, v in row["per_class_f1"].items())

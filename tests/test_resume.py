@@ -200,6 +200,7 @@ def _kill_after_epoch(d: Path, out: Path, epoch: int, sig: int) -> str:
 
 @pytest.mark.slow
 def test_sigint_then_sigkill_then_rerun_equals_an_uninterrupted_run(workdir, monkeypatch):
+    from elimnet.bench.allocator import KEPT, allocator_state
     from elimnet.checkpoint import load_checkpoint
     from elimnet.config import load_params
     from elimnet.pipeline.train_stages import run_finetune
@@ -222,6 +223,7 @@ def test_sigint_then_sigkill_then_rerun_equals_an_uninterrupted_run(workdir, mon
         run_finetune(cfg, d / "init.pt", d / "data", out / "model.pt", out / "history.csv", out / "train.json",
                      role="baseline")
         assert not ck[0].exists()  # cleared on success
+        assert allocator_state(False).startswith(KEPT)  # train.keep_freed_memory (default true) was applied
         ref = d / "ref"
         run_finetune(cfg.replace(**{"train.checkpoint_dir": None}), d / "init.pt", d / "data", ref / "model.pt",
                      ref / "history.csv", ref / "train.json", role="baseline")

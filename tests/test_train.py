@@ -68,3 +68,64 @@ def test_recipe_defaults_are_the_schema_defaults_and_overrides_win():
     assert (r2.lr, r2.kd_alpha, r2.seed, r2.epochs) == (0.5, 0.25, 7, 3)
     with pytest.raises(TypeError, match="epoch"):
         TrainRecipe.from_config(None, epoch=3)
+
+
+# ----------------------------------------------------------------------------- class imbalance
+def test_balanced_class_weights_by_hand():
+    from elimnet.train.losses import balanced_class_weights, classification_loss
+
+    y = torch.tensor([0, 0, 0, 1, 1, 3])
+    w = balanced_class_weights(y, 4)
+    assert torch.allclose(w, torch.tensor([6 / 12, 6 / 8, 0.0, 6 / 4]))  # n / (k * n_c); absent class 2 -> 0
+    assert float((w[y]).sum()) == pytest.approx(len(y) * 3 / 4)  # the 3 present classes weigh n/k each
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    t = torch.tensor([0, 1, 3])
+    per = -torch.log_softmax(logits, 1)[torch.arange(3), t]
+    want = float((w[t] * per).sum() / w[t].sum())  # a weighted mean
+    assert float(classification_loss(logits, t, weight=w)) == pytest.approx(want, rel=1e-6)
+    assert torch.equal(classification_loss(logits, t), torch.nn.functional.cross_entropy(logits, t))
+
+
+def test_balanced_sampler_draws_classes_equally_and_reproducibly():
+    from elimnet.data.tensors import Normalizer, TensorSplit
+    from elimnet.train.finetune import balanced_batches
+
+    labels = torch.tensor([0] * 300 + [1] * 60 + [2] * 15 + [3] * 5)
+    split = TensorSplit(torch.arange(len(labels), dtype=torch.int64).view(-1, 1, 1, 1).to(torch.uint8).expand(
+        -1, 1, 2, 2).contiguous(), labels)
+    norm = Normalizer((0.0,), (1 / 255,))
+
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        ys = [y for _, y in balanced_batches(split, 20, norm, generator=g, shuffle=True, drop_last=True)]
+        return torch.cat(ys)
+    a = draw(0)
+    assert len(a) == len(labels)  # an epoch is as long as the split
+    counts = torch.bincount(a, minlength=4)
+    assert counts.min() >= 60 and counts.max() <= 130  # expected 95 each; the plain order has 5 of class 3
+    assert torch.equal(a, draw(0)) and not torch.equal(a, draw(1))
+
+
+def test_class_weights_change_training_and_are_part_of_the_recipe(tiny_split, one_thread):
+    from torch import nn
+
+    from elimnet.models.staged import StagedNet
+    from elimnet.train.finetune import finetune
+
+    big, small = tiny_split(n_per_class=8, size=16), tiny_split(n_per_class=2, size=16, seed=2)
+    keep = (big.labels < 2)  # classes 0, 1: 8 images each; 2, 3: 2 each
+    from elimnet.data.tensors import TensorSplit
+    train = TensorSplit(torch.cat([big.images[keep], small.images[small.labels >= 2]]),
+                        torch.cat([big.labels[keep], small.labels[small.labels >= 2]]))
+    val = tiny_split(n_per_class=2, size=16, seed=1)
+
+    def run(**kw):
+        torch.manual_seed(0)
+        net = StagedNet(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU()), [nn.Identity()], nn.Identity(),
+                        nn.Sequential(nn.Linear(4, 4)))
+        r = TrainRecipe.from_config(None, epochs=1, batch_size=5, channels_last=False, **kw)
+        return finetune(net, train, val, r, mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=4, progress=False)
+    plain, weighted, sampled = run(), run(class_weights="balanced"), run(sampler="balanced")
+    assert plain.history == run(class_weights="none").history
+    assert weighted.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert sampled.history[0]["train_loss"] != plain.history[0]["train_loss"]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from elimnet.errors import ConfigError
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
+from elimnet.errors import ConfigError
 from elimnet.train.losses import balanced_class_weights, classification_loss, distillation_loss
 from elimnet.train.metrics import classification_metrics, evaluate
 from elimnet.train.resume import EpochCheckpoint, get_rng_state, set_rng_state
@@ -118,7 +118,8 @@ def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch
 def balanced_batches(split: TensorSplit, batch_size: int, normalize: Normalizer, *, generator=None,
                      shuffle: bool = True, **kw) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """iterate_batches over len(split) images drawn with replacement, each class equally likely
-    (train.sampler=balanced); same signature, same generator for the draw and the flips."""
+    (train.sampler=balanced); same signature, same generator for the draw and the flips. The draws are
+    already in random order, so `shuffle` has nothing left to do."""
     counts = torch.bincount(split.labels).to(torch.float64)
     idx = torch.multinomial(1.0 / counts[split.labels], len(split), replacement=True, generator=generator)
     yield from iterate_batches(TensorSplit(split.images[idx], split.labels[idx]), batch_size, normalize,

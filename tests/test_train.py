@@ -125,7 +125,8 @@ def test_class_weights_change_training_and_are_part_of_the_recipe(tiny_split, on
                         nn.Sequential(nn.Linear(4, 4)))
         r = TrainRecipe.from_config(None, epochs=1, batch_size=5, channels_last=False, **kw)
         return finetune(net, train, val, r, mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=4, progress=False)
-    plain, weighted, sampled = run(), run(class_weights="balanced"), run(sampler="balanced")
-    assert plain.history == run(class_weights="none").history
+    plain, weighted, sampled = run(sampler="none"), run(class_weights="balanced", sampler="none"), \
+        run(sampler="balanced")
+    assert plain.history == run(class_weights="none", sampler="none").history
     assert weighted.history[0]["train_loss"] != plain.history[0]["train_loss"]
     assert sampled.history[0]["train_loss"] != plain.history[0]["train_loss"]

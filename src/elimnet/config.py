@@ -96,7 +96,7 @@ SCHEMA: dict[str, Field] = {
                                   "repo), a folder, or null (off)"),
     "train.class_weights": Field("none", one_of(["balanced", "none"]),
                                  "cross-entropy class weights: balanced = n / (classes * n_class) of the train split"),
-    "train.sampler": Field("none", one_of(["balanced", "none"]),
+    "train.sampler": Field("balanced", one_of(["balanced", "none"]),
                            "training order: balanced = draw images with replacement, each class equally often"),
     "train.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations while training (faster "
                                                      "steps; see elimnet.bench.allocator)"),

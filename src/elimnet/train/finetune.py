@@ -8,6 +8,7 @@ macro-F1, and optionally a checkpoint after every epoch that a rerun resumes fro
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import sys
@@ -19,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
-from elimnet.errors import ConfigError
 from elimnet.train.losses import balanced_class_weights, classification_loss, distillation_loss
 from elimnet.train.metrics import classification_metrics, evaluate
 from elimnet.train.resume import EpochCheckpoint, get_rng_state, set_rng_state
@@ -210,11 +210,9 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     class_weight = None
     if recipe.class_weights == "balanced":
         class_weight = balanced_class_weights(train.labels, num_classes).to(device)
-    if recipe.sampler == "balanced" and ddp is not None:
-        raise ConfigError("train.sampler=balanced: must be none with train.distributed > 1 (single-process only; "
-                          "train.class_weights=balanced works with both)")
-    batches = ddp.batches if ddp is not None else balanced_batches if recipe.sampler == "balanced" \
-        else iterate_batches
+    batches = balanced_batches if recipe.sampler == "balanced" else iterate_batches
+    if ddp is not None:  # every rank draws the same global batches and trains on its slice
+        batches = functools.partial(ddp.batches, source=batches)
 
     history: list[dict] = []
     best_f1, best_epoch, best_state, step, done = -1.0, 0, None, 0, 0

@@ -36,9 +36,9 @@ def run_recipe(work: Path, params: str | None, overrides: list[str], base_overri
 
     base = load_params(params) if params else defaults()  # elpv, Lite0 pretrained: the default experiment
     cfg = base.replace(**parse_overrides([*base_overrides, *overrides]))
-    data = work / f"data{cfg['data.image_size']}"
+    data = work / f"data{cfg['data.image_size']}_seed{cfg['seed']}"  # the split depends on the seed
     if not (data / "train.pt").exists():
-        run_prepare(cfg, data, work / f"data{cfg['data.image_size']}.json")
+        run_prepare(cfg, data, data.with_suffix(".json"))
     pretrained = work / f"pretrained_{cfg['model.arch']}.pt"
     if not pretrained.exists():
         run_pretrained(cfg, pretrained)

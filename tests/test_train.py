@@ -109,12 +109,12 @@ def test_balanced_sampler_draws_classes_equally_and_reproducibly():
 def test_class_weights_change_training_and_are_part_of_the_recipe(tiny_split, one_thread):
     from torch import nn
 
+    from elimnet.data.tensors import TensorSplit
     from elimnet.models.staged import StagedNet
     from elimnet.train.finetune import finetune
 
     big, small = tiny_split(n_per_class=8, size=16), tiny_split(n_per_class=2, size=16, seed=2)
-    keep = (big.labels < 2)  # classes 0, 1: 8 images each; 2, 3: 2 each
-    from elimnet.data.tensors import TensorSplit
+    keep = big.labels < 2  # classes 0, 1: 8 images each; 2, 3: 2 each
     train = TensorSplit(torch.cat([big.images[keep], small.images[small.labels >= 2]]),
                         torch.cat([big.labels[keep], small.labels[small.labels >= 2]]))
     val = tiny_split(n_per_class=2, size=16, seed=1)

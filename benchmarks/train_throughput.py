@@ -109,7 +109,7 @@ def main():
     samples = source.samples[:n]
     x, y, _ = decode(samples, args.image_size, source.channels, "decode")
     split = TensorSplit(x, y)
-    recipe = TrainRecipe(batch_size=args.batch_size, hflip=True, vflip=True, channels_last=True)
+    recipe = TrainRecipe.from_config(None, batch_size=args.batch_size, hflip=True, vflip=True, channels_last=True)
     with tempfile.TemporaryDirectory() as tmp:
         for s in samples:  # an ImageFolder copy of the same images for the naive loop
             d = Path(tmp) / source.classes[s.label]

@@ -58,7 +58,8 @@ def test_tiny_finetune_with_a_teacher(tiny_split):
     kw = dict(mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=4, progress=False)
 
     def run(alpha, with_teacher):
-        recipe = TrainRecipe(epochs=2, batch_size=8, kd_alpha=alpha, kd_temperature=4.0, channels_last=False)
+        recipe = TrainRecipe.from_config(None, epochs=2, batch_size=8, kd_alpha=alpha, kd_temperature=4.0,
+                                         channels_last=False)
         return finetune(_tiny_net(0), train, val, recipe, teacher=teacher if with_teacher else None, **kw)
     plain = run(0.0, False)
     alpha0 = run(0.0, True)  # alpha = 0 ignores the teacher: the same run as plain finetuning

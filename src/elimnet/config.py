@@ -85,6 +85,16 @@ CORE: dict[str, Field] = {
     "train.kd.alpha": Field(0.0, num_range(0.0, 1.0), "distillation weight (0 = plain finetune)"),
     "train.kd.temperature": Field(4.0, num_range(0.0, lo_open=True), "distillation temperature"),
     "train.distributed": Field(1, int_range(1), "processes for torchrun DDP (1 = single process)"),
+    # train: resumable finetune (elimnet.train.resume), class imbalance, allocator ---
+    "train.checkpoint_dir": Field("auto", is_str(optional=True),
+                                  "per-epoch resume checkpoints: auto (.dvc/tmp/elimnet/finetune inside a DVC "
+                                  "repo), a folder, or null (off)"),
+    "train.class_weights": Field("none", one_of(["balanced", "none"]),
+                                 "cross-entropy class weights: balanced = n / (classes * n_class) of the train split"),
+    "train.sampler": Field("balanced", one_of(["balanced", "none"]),
+                           "training order: balanced = draw images with replacement, each class equally often"),
+    "train.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations while training (faster "
+                                                     "steps; see elimnet.bench.allocator)"),
     # bench --------------------------------------------------------------------------
     "bench.batch_sizes": Field([1, 8, 64], int_list(1), "latency batch sizes"),
     "bench.warmup": Field(3, int_range(0), "warm-up iterations per batch size"),

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import torch
 
+from elimnet.bench.allocator import allocator_state
 from elimnet.checkpoint import load_model, save_model
 from elimnet.compress.elim import set_num_classes
 from elimnet.config import Config
-from elimnet.data.prepare import load_meta, load_prepared
+from elimnet.data.prepare import load_meta, load_prepared, split_path
 from elimnet.data.tensors import Normalizer
 from elimnet.io import write_json, write_text
 from elimnet.pipeline.common import set_threads
 from elimnet.train import distributed
 from elimnet.train.finetune import TrainRecipe, finetune
+from elimnet.train.resume import stage_checkpoint
 from elimnet.train.metrics import evaluate, per_class_f1
 
 
@@ -45,6 +47,7 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
                  role: str = "candidate") -> dict | None:
     """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None)."""
     set_threads(cfg["train.threads"])
+    allocator_state(cfg["train.keep_freed_memory"])  # no page faults for freed activations every step
     ddp = None
     if distributed.launched():
         distributed.check_world(int(os.environ["WORLD_SIZE"]), cfg["train.batch_size"])
@@ -62,13 +65,22 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
         recipe.kd_alpha = 0.0  # the baseline never distils; alpha=0 is plain finetuning
     data = load_prepared(data_dir, ("train", "val"))
     train, val = data["train"], data["val"]
+    checkpoint = None
+    if ddp is None:  # per-epoch resume checkpoints are single-process
+        data_files = [split_path(data_dir, "train"), split_path(data_dir, "val"), Path(data_dir) / "meta.json"]
+        checkpoint = stage_checkpoint(cfg["train.checkpoint_dir"], role,
+                                      [init, teacher_path if teacher is not None else None, *data_files],
+                                      {k: v for k, v in cfg.flat().items() if k.startswith("train.") or k == "seed"},
+                                      near=Path(out).parent)
     try:
         result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"],
                           num_classes=len(classes), teacher=teacher, desc=f"finetune {role}",
-                          device=ddp.device if ddp else "cpu", ddp=ddp)
+                          device=ddp.device if ddp else "cpu", ddp=ddp, checkpoint=checkpoint)
         metrics = None
         if ddp is None or ddp.is_main:
             metrics = _write_finetune(result, model, config, cfg, recipe, out, history_path, metrics_path)
+        if checkpoint is not None:
+            checkpoint.clear()  # the outputs exist: a rerun starts afresh
         if ddp is not None:
             ddp.barrier()  # no rank leaves before rank 0 has written
         return metrics

@@ -120,14 +120,15 @@ class DDPContext:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def batches(self, split: TensorSplit, batch_size: int, normalize: Normalizer, **kw
+    def batches(self, split: TensorSplit, batch_size: int, normalize: Normalizer, source=None, **kw
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """iterate_batches' global batches (same generator draws on every rank), cut to this rank's slice."""
+        """`source`'s global batches (iterate_batches or finetune.balanced_batches: the same generator draws on
+        every rank), cut to this rank's slice."""
         from elimnet.data.tensors import iterate_batches
 
         if len(split) < self.world_size:
             raise ConfigError(f"train.distributed={self.world_size}: must be <= the {len(split)} training images")
-        for x, y in iterate_batches(split, batch_size, _identity, **kw):
+        for x, y in (source or iterate_batches)(split, batch_size, _identity, **kw):
             # Equal slices when batch_size % world == 0 (checked); a short single batch (tiny split,
             # no drop_last) is cut as evenly as possible.
             yield normalize(x.tensor_split(self.world_size)[self.rank]), y.tensor_split(self.world_size)[self.rank]

@@ -1,51 +1,74 @@
 """The finetune loop (plain or distilled), in torchvision-references style.
 
-One entry point, a fixed seed, cosine LR per step, channels_last on CPU, per-epoch
-train/val loss, accuracy and macro-F1, and the best state by val macro-F1.
+One entry point, a fixed seed, linear warm-up then cosine LR per step (torch's LambdaLR),
+channels_last on CPU, per-epoch train/val loss, accuracy and macro-F1, the best state by val
+macro-F1, and optionally a checkpoint after every epoch that a rerun resumes from
+(train/resume.py).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
+import sys
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
-from elimnet.train.losses import distillation_loss
+from elimnet.train.losses import balanced_class_weights, classification_loss, distillation_loss
 from elimnet.train.metrics import classification_metrics, evaluate
+from elimnet.train.resume import EpochCheckpoint, get_rng_state, set_rng_state
+
+
+# Recipe field -> schema key. The values (and their defaults) live only in config.SCHEMA.
+RECIPE_KEYS = {
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
+    "momentum": "train.momentum", "weight_decay": "train.weight_decay",
+    "label_smoothing": "train.label_smoothing", "warmup_epochs": "train.warmup_epochs", "hflip": "train.hflip",
+    "vflip": "train.vflip", "channels_last": "train.channels_last", "eval_batch_size": "train.eval_batch_size",
+    "kd_alpha": "train.kd.alpha", "kd_temperature": "train.kd.temperature", "class_weights": "train.class_weights",
+    "sampler": "train.sampler", "seed": "seed",
+}
 
 
 @dataclass
 class TrainRecipe:
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    label_smoothing: float = 0.0
-    warmup_epochs: int = 0
-    hflip: bool = True
-    vflip: bool = True
-    channels_last: bool = True
-    eval_batch_size: int = 128
-    kd_alpha: float = 0.0
-    kd_temperature: float = 4.0
-    seed: int = 42
+    """What the loop needs from `train.*`. No defaults here: build it with from_config (schema defaults)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    label_smoothing: float
+    warmup_epochs: int
+    hflip: bool
+    vflip: bool
+    channels_last: bool
+    eval_batch_size: int
+    kd_alpha: float
+    kd_temperature: float
+    class_weights: str
+    sampler: str
+    seed: int
 
     @classmethod
-    def from_config(cls, cfg) -> "TrainRecipe":
-        t = cfg.section("train")
-        return cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
-                   momentum=t["momentum"], weight_decay=t["weight_decay"], label_smoothing=t["label_smoothing"],
-                   warmup_epochs=t["warmup_epochs"], hflip=t["hflip"], vflip=t["vflip"],
-                   channels_last=t["channels_last"], eval_batch_size=t["eval_batch_size"],
-                   kd_alpha=t["kd"]["alpha"], kd_temperature=t["kd"]["temperature"], seed=cfg["seed"])
+    def from_config(cls, cfg=None, **overrides) -> "TrainRecipe":
+        """From a validated Config (None = the schema's defaults); keyword overrides win (tests, benchmarks)."""
+        if cfg is None:
+            from elimnet.config import defaults
+            cfg = defaults()
+        unknown = set(overrides) - set(RECIPE_KEYS)
+        if unknown:
+            raise TypeError(f"unknown TrainRecipe fields: {sorted(unknown)}")
+        return cls(**{name: overrides[name] if name in overrides else cfg[key]
+                      for name, key in RECIPE_KEYS.items()})
 
 
 @dataclass
@@ -73,24 +96,48 @@ def make_optimizer(model: torch.nn.Module, r: TrainRecipe) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=r.lr)
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak LR at optimiser step `step` (0-based): linear warm-up, then half a cosine to 0."""
     if step < warmup:
-        return base * (step + 1) / warmup
+        return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * progress))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule; the scheduler sets the LR of step 0 itself and is stepped after every optimiser step.
+
+    One LambdaLR rather than LinearLR + CosineAnnealingLR in a SequentialLR: those update the LR
+    recursively, which drifts from the closed form by float rounding, and a resumed run must see
+    the very same LR values. LambdaLR's base * factor equals the former hand-written
+    0.5 * base * (1 + cos) bit for bit (scaling by 0.5 is exact), tested over whole schedules.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup))
+
+
+def balanced_batches(split: TensorSplit, batch_size: int, normalize: Normalizer, *, generator=None,
+                     shuffle: bool = True, **kw) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """iterate_batches over len(split) images drawn with replacement, each class equally likely
+    (train.sampler=balanced); same signature, same generator for the draw and the flips. The draws are
+    already in random order, so `shuffle` has nothing left to do."""
+    counts = torch.bincount(split.labels).to(torch.float64)
+    idx = torch.multinomial(1.0 / counts[split.labels], len(split), replacement=True, generator=generator)
+    yield from iterate_batches(TensorSplit(split.images[idx], split.labels[idx]), batch_size, normalize,
+                               generator=generator, **kw)
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               recipe: TrainRecipe, teacher: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               recipe: TrainRecipe, teacher: torch.nn.Module | None = None,
+               class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step (plain CE, or distillation when a teacher and kd_alpha > 0)."""
     logits = model(x)
     if teacher is not None and recipe.kd_alpha > 0:
         with torch.no_grad():
             t_logits = teacher(x)
         loss = distillation_loss(logits, t_logits, y, alpha=recipe.kd_alpha, temperature=recipe.kd_temperature,
-                                 label_smoothing=recipe.label_smoothing)
+                                 label_smoothing=recipe.label_smoothing, weight=class_weight)
     else:
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        loss = classification_loss(logits, y, label_smoothing=recipe.label_smoothing, weight=class_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -100,21 +147,21 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: TensorSplit, recipe: TrainRecipe,
                 normalize: Normalizer, gen: torch.Generator, *, teacher: torch.nn.Module | None = None,
                 device: torch.device | str = "cpu", drop_last: bool = True, start_step: int = 0,
-                lr_fn=None, on_step=None, batches=iterate_batches
+                scheduler=None, on_step=None, batches=iterate_batches, class_weight: torch.Tensor | None = None
                 ) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
     """One pass over the in-memory split; returns (loss sum, predictions, labels, next step).
 
-    `batches` has iterate_batches' signature (DDP passes one that yields this rank's slice).
+    `scheduler` (if any) is stepped after every optimiser step. `batches` has iterate_batches'
+    signature (DDP passes one that yields this rank's slice).
     """
     model.train()
     loss_sum, preds, ys, step = 0.0, [], [], start_step
     for x, y in batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
                         hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if lr_fn is not None:
-            for g in opt.param_groups:
-                g["lr"] = lr_fn(step)
-        loss, logits = train_step(model, opt, x, y, recipe, teacher)
+        loss, logits = train_step(model, opt, x, y, recipe, teacher, class_weight)
+        if scheduler is not None:
+            scheduler.step()
         step += 1
         loss_value = float(loss)
         loss_sum += loss_value * len(y)
@@ -128,11 +175,18 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Tenso
 def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recipe: TrainRecipe, *,
              mean, std, num_classes: int, teacher: torch.nn.Module | None = None,
              device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune",
-             ddp=None) -> TrainResult:
+             ddp=None, checkpoint: EpochCheckpoint | None = None) -> TrainResult:
     """`ddp` (train.distributed.DDPContext) trains this rank's slice of every global batch; only its
-    main rank validates and returns history and best state (the others return an empty result)."""
+    main rank validates and returns history and best state (the others return an empty result).
+
+    `checkpoint`: written after every epoch (weights, optimiser, scheduler, every RNG state, history,
+    best state); if it holds an earlier run's epochs, training resumes after them and ends with the
+    same weights and history as an uninterrupted run. The caller clears it once its outputs are written.
+    """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"finetune needs non-empty train and val splits (got {len(train)} and {len(val)} images)")
+    if ddp is not None and checkpoint is not None:
+        raise ValueError("epoch checkpoints are single-process only (train.distributed > 1 restarts from epoch 1)")
     gen = seed_everything(recipe.seed)
     device = torch.device(device)
     use_cl = recipe.channels_last and device.type == "cpu"
@@ -152,19 +206,36 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     steps_per_epoch = len(train) // recipe.batch_size if drop_last else 1
     total = steps_per_epoch * recipe.epochs
     warmup = steps_per_epoch * recipe.warmup_epochs
+    scheduler = make_scheduler(opt, total, warmup)
+    class_weight = None
+    if recipe.class_weights == "balanced":
+        class_weight = balanced_class_weights(train.labels, num_classes).to(device)
+    batches = balanced_batches if recipe.sampler == "balanced" else iterate_batches
+    if ddp is not None:  # every rank draws the same global batches and trains on its slice
+        batches = functools.partial(ddp.batches, source=batches)
 
     history: list[dict] = []
-    best_f1, best_epoch, best_state, step = -1.0, 0, None, 0
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, mininterval=1.0)
-    for epoch in range(1, recipe.epochs + 1):
+    best_f1, best_epoch, best_state, step, done = -1.0, 0, None, 0, 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"], gen)
+        history, best_f1, best_epoch, best_state = saved["history"], saved["best_f1"], saved["best_epoch"], \
+            saved["best_state"]
+        step, done = saved["step"], saved["epoch"]
+        print(f"{desc}: resuming after epoch {done}/{recipe.epochs} from {checkpoint.path}", file=sys.stderr)
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress, mininterval=1.0)
+    for epoch in range(done + 1, recipe.epochs + 1):
         def on_step(loss: float, epoch=epoch) -> None:
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
 
         loss_sum, preds, ys, step = train_epoch(net, opt, train, recipe, normalize, gen, teacher=teacher,
                                                 device=device, drop_last=drop_last, start_step=step,
-                                                lr_fn=lambda i: lr_at(i, total, warmup, recipe.lr), on_step=on_step,
-                                                batches=ddp.batches if ddp is not None else iterate_batches)
+                                                scheduler=scheduler, on_step=on_step, batches=batches,
+                                                class_weight=class_weight)
         if ddp is not None:
             loss_sum, preds, ys = ddp.gather_epoch(loss_sum, preds, ys)
             if not main:
@@ -172,13 +243,17 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
         y_all, p_all = torch.cat(ys).numpy(), torch.cat(preds).numpy()
         train_m = classification_metrics(y_all, p_all, num_classes)
         val_m = evaluate(model, val, normalize, recipe.eval_batch_size, num_classes, device)
-        row = {"epoch": epoch, "lr": lr_at(step - 1, total, warmup, recipe.lr),
+        row = {"epoch": epoch, "lr": recipe.lr * lr_factor(step - 1, total, warmup),  # the last step's LR
                "train_loss": loss_sum / len(y_all), "train_acc": train_m["acc"], "train_macro_f1": train_m["macro_f1"],
                "val_loss": val_m["loss"], "val_acc": val_m["acc"], "val_macro_f1": val_m["macro_f1"]}
         history.append(row)
         if val_m["macro_f1"] > best_f1:  # first best wins ties: deterministic
             best_f1, best_epoch = val_m["macro_f1"], epoch
             best_state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+        if checkpoint is not None:
+            checkpoint.save({"epoch": epoch, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": get_rng_state(gen), "history": history,
+                             "best_f1": best_f1, "best_epoch": best_epoch, "best_state": best_state})
         bar.write(f"{desc} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
                   f"f1 {row['train_macro_f1']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
                   f"f1 {row['val_macro_f1']:.3f}") if progress else None

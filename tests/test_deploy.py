@@ -34,21 +34,30 @@ def test_every_arch_exports_and_matches_torch_in_onnxruntime(arch, tmp_path, one
     from elimnet.compress.elim import set_num_classes
     from elimnet.deploy.export import export_onnx, ort_run, ort_session, parity
 
+    from elimnet.deploy.export import ExportError
+
     torch.manual_seed(0)
     model, _ = set_num_classes(create_model(arch, pretrained=False), 5)
     model = _lively(model)
-    path = export_onnx(model, tmp_path / f"{arch}.onnx", 32, metadata={"arch": arch})
+    # RedNet's stride-32 involutions need a 2x2 map at the end: at 32 px the last BN sees one pixel.
+    size = 64 if arch.startswith("rednet") else 32
+    if "condconv" in arch:  # per-image mixed kernels: the exporter has no translation, and says so in one line
+        with pytest.raises(ExportError, match=f"{arch}.onnx: cannot export to ONNX: operator aten.conv2d"):
+            export_onnx(model, tmp_path / f"{arch}.onnx", size, metadata={"arch": arch})
+        return
+    path = export_onnx(model, tmp_path / f"{arch}.onnx", size, metadata={"arch": arch})
     sess = ort_session(path, threads=1)
     assert sess.get_inputs()[0].shape[0] == "batch"  # one file for every batch size
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     for bs in (1, 3):  # the batch dimension is dynamic
         with torch.no_grad():
             ref = model(x[:bs]).numpy()
         out = ort_run(sess, x[:bs].numpy())
         assert out.shape == (bs, 5)
-        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+        # 1e-4 on the logits' own scale: random deep nets (RedNet) reach logits of 1e11
+        np.testing.assert_allclose(out, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())), rtol=0)
     p = parity(model, sess, x, batch_size=3)
-    assert p["images"] == 3 and p["max_abs_err"] < 1e-4
+    assert p["images"] == 3 and p["max_abs_err"] < 1e-4 * max(1.0, float(np.abs(ref).max()))
     assert ref.std(axis=0).max() > 1e-3  # logits differ per image: the comparison is not vacuous
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ def test_bench_command_writes_timm_csv(tmp_path, capsys):
     from elimnet.cli import main
 
     out = tmp_path / "bench.csv"
-    rc = main(["bench", "--params", str(tmp_path / "none.yaml"), "-S", "model.arch=resnet18", "-S", "model.elim=3",
+    rc = main(["bench", "--params", os.devnull, "-S", "model.arch=resnet18", "-S", "model.elim=3",
                "-S", "model.weights=none", "-S", "data.image_size=32", "-S", "bench.batch_sizes=[1]",
                "-S", "bench.repeats=3", "-S", "bench.warmup=0", "-S", "bench.budget_s=0.01", "-S", "bench.threads=1",
                "-S", "bench.cuda=false", "--num-classes", "3", "--csv", str(out), "--no-progress"])

@@ -103,7 +103,8 @@ def test_exp_run_reruns_only_candidate_stages(repo):
     out = _dvc("exp", "run", "-S", "model.elim=3", cwd=repo)
     _quiet(out)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"params", "compress", "finetune_candidate", "evaluate@candidate", "benchmark", "report"}, out
+    assert ran == {"params", "compress", "finetune_candidate", "evaluate@candidate", "export@candidate", "benchmark",
+                   "report"}, out
     # The experiment's MLflow run: opens as model training, spans the rerun stages, describes its params diff.
     from mlflow.tracking import MlflowClient
 

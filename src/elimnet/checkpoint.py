@@ -6,6 +6,7 @@ Training checkpoints add optimizer/epoch/args alongside, in torchvision-referenc
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: no such model file; {_REWRITE}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zip, tampered pickle, not a torch file: all one answer
+    except pickle.UnpicklingError:  # weights_only refused a global: the file holds pickled code or objects
+        raise CheckpointError(f"{path}: refused by weights_only loading (it holds pickled objects, not only "
+                              f"tensors); {_REWRITE}") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file: one answer
         raise CheckpointError(f"{path}: unreadable model file ({type(e).__name__}: {errors.one_line(e)[:120]}); "
                               f"{_REWRITE}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:

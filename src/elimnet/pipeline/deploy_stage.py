@@ -104,7 +104,7 @@ def run_export(cfg: Config, model_path: str | Path, data_dir: str | Path, out_di
                                                                 reference=ref).items()
                                  if k in ("acc", "macro_f1", "agreement")})
             result["calibration"] = {"split": "val", "images": sum(b.shape[0] for b in calib), **chosen}
-    result["files"] = {p: str(f) for p, f in artifacts(out_dir).items()}
+    result["files"] = {p: f.name for p, f in artifacts(out_dir).items()}  # in the role's deploy folder
     result["bytes"] = {p: f.stat().st_size for p, f in artifacts(out_dir).items()}
     result["accuracy"] = evaluate_artifacts(cfg, model_path, out_dir, data_dir)
     write_json(metrics_path, result)

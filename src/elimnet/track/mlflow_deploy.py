@@ -37,19 +37,24 @@ def log_onnx_model(path: str | Path, name: str, registered_model_name: str | Non
     return mlflow.onnx.log_model(onnx.load(str(path)), name=name, signature=sig,
                                  input_example={spec.name: example}, save_as_external_data=False,
                                  registered_model_name=registered_model_name,
+                                 onnx_execution_providers=["CPUExecutionProvider"],  # the CPU build we pin
                                  pip_requirements=[f"onnx=={onnx.__version__}",
                                                    f"onnxruntime=={onnxruntime.__version__}"])
 
 
 def log_datasets(datasets: dict[str, str | Path], name: str) -> None:
     """Each prepared split (train.pt, ...) as a run input with its digest, context = split name."""
+    import warnings
+
     import mlflow
     import torch
 
     for context, path in datasets.items():
         d = torch.load(path, map_location="cpu", weights_only=True)
-        ds = mlflow.data.from_numpy(d["images"].numpy(), targets=d["labels"].numpy(),
-                                    source=str(Path(path).resolve()), name=f"{name}-{context}")
+        with warnings.catch_warnings():  # MLflow registers two identical local-file sources and warns that it picks one
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_numpy(d["images"].numpy(), targets=d["labels"].numpy(),
+                                        source=str(Path(path).resolve()), name=f"{name}-{context}")
         mlflow.log_input(ds, context=context)
 
 

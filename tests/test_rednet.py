@@ -307,6 +307,6 @@ def test_offline_weights_none_builds_without_network():
 def test_diet_rednet_trains_with_the_default_recipe(tiny_split):
     from elimnet.train.finetune import TrainRecipe, finetune
     candidate, _, _ = _candidate("model.elim=0", "model.diet.groups=2", "model.diet.keep_early=stem")
-    res = finetune(candidate, tiny_split(4), tiny_split(2, seed=1), TrainRecipe(epochs=1, batch_size=8),
+    res = finetune(candidate, tiny_split(4), tiny_split(2, seed=1), TrainRecipe.from_config(epochs=1, batch_size=8),
                    mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=4, progress=False)
     assert len(res.history) == 1 and res.best_state

@@ -141,7 +141,6 @@ def test_timm_without_candidates(name):
 
 @pytest.mark.parametrize("name", REFUSED)
 def test_refused_in_one_line(name):
-    timm_adapter.timm_spec.cache_clear()
     with pytest.raises(ConfigError) as e:
         get_spec(f"timm/{name}")
     assert str(e.value).startswith(f"model.arch=timm/{name}: ") and "\n" not in str(e.value)

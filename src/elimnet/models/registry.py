@@ -61,6 +61,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+_TIMM_SPECS: dict[str, ArchSpec] = {}
 TIMM_PREFIX = "timm/"  # model.arch=timm/<name>: any timm model with feature_info (models/timm_adapter.py)
 
 
@@ -82,8 +83,12 @@ def get_spec(name: str) -> ArchSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        from elimnet.models.timm_adapter import timm_spec  # lazy: timm is imported only for timm archs
-        return timm_spec(name)
+        if name not in _TIMM_SPECS:  # built once per process: finding the stages runs the model
+            from elimnet.models.timm_adapter import timm_spec_fields  # lazy: timm is imported only for timm archs
+            fields = timm_spec_fields(name)
+            fields["mean"], fields["std"] = fields["mean"] or IMAGENET_MEAN, fields["std"] or IMAGENET_STD
+            _TIMM_SPECS[name] = ArchSpec(**fields)
+        return _TIMM_SPECS[name]
     raise ConfigError(f"model.arch={name}: must be {check_arch(name)}")
 
 

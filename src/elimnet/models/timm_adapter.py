@@ -406,10 +406,9 @@ def build(name: str, pretrained_file: Path | None = None) -> StagedNet:
     return convert(model, name)[0]
 
 
-@functools.lru_cache(maxsize=None)
-def timm_spec(arch: str):
-    """The ArchSpec of `timm/<name>` (built once per process to find its stages)."""
-    from elimnet.models.registry import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
+def timm_spec_fields(arch: str) -> dict:
+    """The ArchSpec fields of `timm/<name>` (models/registry.py builds and caches the spec; mean and std are
+    None where timm's pretrained config names none, and the registry fills ImageNet's)."""
     bad = check_name(arch)
     if bad:
         raise ConfigError(f"model.arch={arch}: must be {bad}")
@@ -424,9 +423,9 @@ def timm_spec(arch: str):
         return build(name, fetch_weights(name, cache_dir))
 
     module = timm.models.model_entrypoint(name.split(".")[0]).__module__.rsplit(".", 1)[-1]  # its timm file
-    return ArchSpec(name=arch, family=f"timm/{module}", build=functools.partial(build, name),
-                    num_stages=len(stage_names), stage_names=tuple(stage_names),
-                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-                    load_pretrained=load_pretrained if hf_id else None,
-                    weights_name=hf_id, weights_url=f"https://huggingface.co/{hf_id}" if hf_id else None,
-                    meta={"timm": name, "timm_version": timm.__version__})
+    return dict(name=arch, family=f"timm/{module}", build=functools.partial(build, name),
+                num_stages=len(stage_names), stage_names=tuple(stage_names),
+                mean=tuple(cfg["mean"]) if cfg.get("mean") else None, std=tuple(cfg["std"]) if cfg.get("std") else None,
+                load_pretrained=load_pretrained if hf_id else None,
+                weights_name=hf_id, weights_url=f"https://huggingface.co/{hf_id}" if hf_id else None,
+                meta={"timm": name, "timm_version": timm.__version__})

@@ -321,7 +321,7 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
     if model is not None:
         steps.append(("model", lambda: log_torch_model(rid, model, input_shape)))
     if onnx_models or datasets:
-        from elimnet.track import mlflow_deploy as dep
+        import elimnet.track.mlflow_deploy as dep
 
         steps += [(f"ONNX model {n}", lambda n=n, p=p: dep.log_onnx_model(p, n, (register or {}).get(n)))
                   for n, p in (onnx_models or {}).items()]

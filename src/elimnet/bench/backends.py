@@ -99,16 +99,24 @@ def _onnx_unavailable(cfg) -> str | None:
     return None if onnxruntime_version() else "onnxruntime is not installed"
 
 
-@contextlib.contextmanager
-def _onnx(models, cfg, image_size, threads, workdir: Path, prof):
-    from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, ort_runner, ort_session
+def _ort_runners(models, threads, prof, size_key: str, make_file: Callable):
+    """make_runners over ONNX Runtime sessions of `make_file(name, model)`; its size goes to prof[name][size_key]."""
+    from elimnet.bench.onnx_bench import onnx_file_bytes, ort_runner, ort_session
 
     sessions = {}
     for n, m in models.items():
-        path = export_onnx(m, workdir / f"{n}.onnx", image_size)
-        prof[n]["onnx_file_bytes"] = onnx_file_bytes(path)
+        path = make_file(n, m)
+        prof[n][size_key] = onnx_file_bytes(path)
         sessions[n] = ort_session(path, threads)
-    yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+    return lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+
+
+@contextlib.contextmanager
+def _onnx(models, cfg, image_size, threads, workdir: Path, prof):
+    from elimnet.bench.onnx_bench import export_onnx
+
+    yield _ort_runners(models, threads, prof, "onnx_file_bytes",
+                       lambda n, m: export_onnx(m, workdir / f"{n}.onnx", image_size))
 
 
 register_backend(Backend("onnx", "cpu", _onnx_unavailable, _onnx, help="ONNX Runtime CPU (fp32 export)"))
@@ -125,19 +133,18 @@ def _ort_int8_unavailable(cfg) -> str | None:
 @contextlib.contextmanager
 def _ort_int8(models, cfg, image_size, threads, workdir: Path, prof):
     from elimnet.bench.latency import bench_input
-    from elimnet.bench.onnx_bench import export_onnx, onnx_file_bytes, ort_runner, ort_session
+    from elimnet.bench.onnx_bench import export_onnx
     from elimnet.deploy.quantize import quantize
 
     # Static QDQ as the export stage ships it; latency depends on the graph, not on the scales,
     # so random calibration batches (MinMax) stand in for the train images here.
     calib = [bench_input(4, image_size, cfg["seed"] + i).numpy() for i in range(2)]
-    sessions = {}
-    for n, m in models.items():
+
+    def int8_file(n, m):
         fp32 = export_onnx(m, workdir / f"{n}.int8src.onnx", image_size, name=n)
-        path = quantize(fp32, workdir / f"{n}.int8.onnx", calib, "minmax", name=n)
-        prof[n]["int8_file_bytes"] = onnx_file_bytes(path)
-        sessions[n] = ort_session(path, threads)
-    yield lambda x: {n: ort_runner(s, x) for n, s in sessions.items()}
+        return quantize(fp32, workdir / f"{n}.int8.onnx", calib, "minmax", name=n)
+
+    yield _ort_runners(models, threads, prof, "int8_file_bytes", int8_file)
 
 
 register_backend(Backend("ort_int8", "cpu", _ort_int8_unavailable, _ort_int8,

@@ -44,8 +44,8 @@ def main(argv=None) -> int:
 
     from elimnet.bench.hardware import hardware_block, pct_of_peak, peak_fp32_gflops
     from elimnet.bench.latency import bench_input, time_runners, torch_runner
-    from elimnet.bench.onnx_bench import ort_runner
-    from elimnet.bench.profile import profile
+    from elimnet.bench.ort_timing import ort_runner
+    from elimnet.bench.model_size import profile
     from elimnet.config import load_params
     from elimnet.deploy.export import export_onnx, ort_session
     from elimnet.deploy.quantize import quantize

@@ -116,7 +116,7 @@ def test_keep_freed_memory_keeps_a_freed_activation_for_the_next_pass():
 
 
 def test_benchmark_records_failed_optional_backend_instead_of_crashing(tmp_path, monkeypatch):
-    import elimnet.bench.onnx_bench as ob
+    import elimnet.bench.ort_timing as ob
 
     def broken(*a, **k):
         raise RuntimeError("exporter exploded\nsecond line")
@@ -139,7 +139,7 @@ def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def test_onnxruntime_matches_pytorch_for_an_elim_model(tmp_path):
-    from elimnet.bench.onnx_bench import export_onnx, ort_run, ort_session
+    from elimnet.bench.ort_timing import export_onnx, ort_run, ort_session
     from elimnet.models import create_model
     from elimnet.compress.build import build_candidate
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from elimnet.bench.profile import count_macs
+from elimnet.bench.model_size import count_macs
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress import CompressContext, plan_and_apply
 from elimnet.compress.diet import diet, group_sums, trace_cuts

@@ -299,7 +299,7 @@ def test_a_new_compression_is_one_registration(monkeypatch):
     """Registering a compression puts its params in the schema, switches it off in the full twin,
     and names it in reports; nothing else is edited."""
     import elimnet.config as config
-    from elimnet.checks import Field, int_range
+    from elimnet.fields import Field, int_range
     from elimnet.compress import TRANSFORMS, build, register_transform
     from elimnet.report.compare import method_label
 

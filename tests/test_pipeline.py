@@ -63,7 +63,7 @@ def test_mlflow_holds_the_run_metrics(tiny_run):
 
 
 def test_evaluate_and_report_write_intervals(tiny_run):
-    from elimnet.train import stats
+    from elimnet.train import uncertainty
 
     m = tiny_run / "metrics"
     ev = {r: json.loads((m / r / "eval.json").read_text()) for r in ("baseline", "candidate")}
@@ -89,7 +89,7 @@ def test_evaluate_and_report_write_intervals(tiny_run):
     names = sorted(set(ev["baseline"]["classes"]))
     y, a, b = ([names.index(ln.split(",")[col]) for ln in preds[r][1:]]
                for r, col in (("baseline", 1), ("baseline", 2), ("candidate", 2)))
-    assert s["delta_test_macro_f1_ci"] == stats.paired_bootstrap(y, a, b, 1000, 42)["delta_macro_f1_ci"]
+    assert s["delta_test_macro_f1_ci"] == uncertainty.paired_bootstrap(y, a, b, 1000, 42)["delta_macro_f1_ci"]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tiny_run}/mlflow.db")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elimnet.bench.profile import count_macs
+from elimnet.bench.model_size import count_macs
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress.diet import diet
 from elimnet.compress.elim import set_num_classes

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from elimnet.bench.mac_table import format_mac_table, mac_table
-from elimnet.bench.profile import count_macs
+from elimnet.bench.model_size import count_macs
 from elimnet.checkpoint import load_model
 from elimnet.config import ConfigError, load_params
 from elimnet.models import count_params, create_model, get_spec, stage_view

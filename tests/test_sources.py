@@ -20,7 +20,7 @@ from elimnet.config import ConfigError, defaults
 from elimnet.data import fashion_mnist, imagenette, load_source, taco
 from elimnet.data.download import ChecksumError, DownloadError
 from elimnet.data.folder import list_folder
-from elimnet.data.official import cap_per_split, carve
+from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.data.prepare import DataError, prepare
 from elimnet.data.sources import Sample
 

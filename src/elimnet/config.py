@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from elimnet.checks import Field, int_list, int_range, is_bool, is_str, num_range, one_of, str_map
+from elimnet.fields import Field, int_list, int_range, is_bool, is_str, num_range, one_of, str_map
 from elimnet import errors
 from elimnet.errors import ConfigError
 

@@ -92,7 +92,7 @@ register_backend(Backend("cuda", "cuda", _cuda_unavailable, _cuda, allocator_pea
 
 # ----------------------------------------------------------------------------- ONNX Runtime
 def _onnx_unavailable(cfg) -> str | None:
-    from elimnet.bench.onnx_bench import onnxruntime_version
+    from elimnet.bench.ort_timing import onnxruntime_version
 
     if not cfg["bench.onnx"]:
         return "bench.onnx=false"
@@ -101,7 +101,7 @@ def _onnx_unavailable(cfg) -> str | None:
 
 def _ort_runners(models, threads, prof, size_key: str, make_file: Callable):
     """make_runners over ONNX Runtime sessions of `make_file(name, model)`; its size goes to prof[name][size_key]."""
-    from elimnet.bench.onnx_bench import onnx_file_bytes, ort_runner, ort_session
+    from elimnet.bench.ort_timing import onnx_file_bytes, ort_runner, ort_session
 
     sessions = {}
     for n, m in models.items():
@@ -113,7 +113,7 @@ def _ort_runners(models, threads, prof, size_key: str, make_file: Callable):
 
 @contextlib.contextmanager
 def _onnx(models, cfg, image_size, threads, workdir: Path, prof):
-    from elimnet.bench.onnx_bench import export_onnx
+    from elimnet.bench.ort_timing import export_onnx
 
     yield _ort_runners(models, threads, prof, "onnx_file_bytes",
                        lambda n, m: export_onnx(m, workdir / f"{n}.onnx", image_size))
@@ -123,7 +123,7 @@ register_backend(Backend("onnx", "cpu", _onnx_unavailable, _onnx, help="ONNX Run
 
 
 def _ort_int8_unavailable(cfg) -> str | None:
-    from elimnet.bench.onnx_bench import onnxruntime_version
+    from elimnet.bench.ort_timing import onnxruntime_version
 
     if cfg["deploy.precision"] != "int8":
         return f"deploy.precision={cfg['deploy.precision']}"
@@ -133,7 +133,7 @@ def _ort_int8_unavailable(cfg) -> str | None:
 @contextlib.contextmanager
 def _ort_int8(models, cfg, image_size, threads, workdir: Path, prof):
     from elimnet.bench.latency import bench_input
-    from elimnet.bench.onnx_bench import export_onnx
+    from elimnet.bench.ort_timing import export_onnx
     from elimnet.deploy.quantize import quantize
 
     # Static QDQ as the export stage ships it; latency depends on the graph, not on the scales,

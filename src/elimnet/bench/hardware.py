@@ -64,7 +64,7 @@ def hardware_block(threads: int, probe: bool = True) -> dict:
     """The `hardware` block of metrics/latency.json."""
     import torch
 
-    from elimnet.bench.onnx_bench import onnxruntime_version
+    from elimnet.bench.ort_timing import onnxruntime_version
 
     model, flags = cpu_info()
     return {"cpu": model, "machine": platform.machine(), "isa": isa(flags), "threads": threads,

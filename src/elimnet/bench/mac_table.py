@@ -3,7 +3,7 @@
 One row per operation (stem, each block, head, neck, pool + classifier); consecutive blocks
 with the same operation, input shape and cost are merged into one row with a repeat count,
 whose MACs and filters are the totals over the repeats. MACs come from torch's FlopCounterMode
-run on each segment in turn (FLOPs / 2, as bench.profile counts), so the rows sum exactly to
+run on each segment in turn (FLOPs / 2, as bench.model_size counts), so the rows sum exactly to
 the whole model's count. "Filters" counts output channels of every conv and linear layer.
 
     elimnet summary -S model.arch=simple_effnet -S model.weights=none -S model.elim=0 \

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from elimnet.checks import Field
+from elimnet.fields import Field
 from elimnet.models.staged import StagedNet
 
 
@@ -42,7 +42,7 @@ class CompressContext:
 
 
 @dataclass
-class FunctionTransform:
+class Compression:
     """A registered compression: everything the rest of the code needs to know about it.
 
     - `params`: its section of params.yaml (dotted key -> Field); config.py assembles the schema from these.
@@ -72,13 +72,12 @@ class FunctionTransform:
         return self.off is not None and all(flat.get(k, v) == v for k, v in self.off.items())
 
 
-Transform = FunctionTransform
-TRANSFORMS: dict[str, Transform] = {}
+TRANSFORMS: dict[str, Compression] = {}
 
 
 def register_transform(name: str, plan: Callable, apply: Callable, *, order: int, params: dict | None = None,
                        off: dict | None = None, label: Callable[[dict], str] | None = None,
-                       check: Callable[[dict, Any], None] | None = None) -> Transform:
+                       check: Callable[[dict, Any], None] | None = None) -> Compression:
     if name in TRANSFORMS:
         raise ValueError(f"transform {name!r} registered twice")
     if any(t.order == order for t in TRANSFORMS.values()):
@@ -86,11 +85,11 @@ def register_transform(name: str, plan: Callable, apply: Callable, *, order: int
     params = params or {}
     if off is not None and not set(off) <= set(params):
         raise ValueError(f"transform {name!r}: off values for undeclared params {sorted(set(off) - set(params))}")
-    TRANSFORMS[name] = FunctionTransform(name, plan, apply, order, params, off, label, check)
+    TRANSFORMS[name] = Compression(name, plan, apply, order, params, off, label, check)
     return TRANSFORMS[name]
 
 
-def ordered() -> list[FunctionTransform]:
+def ordered() -> list[Compression]:
     """Every registered transform in composition order."""
     return sorted(TRANSFORMS.values(), key=lambda t: t.order)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from elimnet.bench.profile import profile
+from elimnet.bench.model_size import profile
 from elimnet.compress.base import CompressContext, all_off
 from elimnet.models import create_model, get_spec, stage_view
 from elimnet.models.staged import StagedNet

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from elimnet.compress.base import register_transform
-from elimnet.checks import Field, int_range, is_int
+from elimnet.fields import Field, int_range, is_int
 from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet, count_params, eval_mode, linears, replace_module
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from elimnet.checks import Field, int_range, num_range
+from elimnet.fields import Field, int_range, num_range
 from elimnet.errors import ConfigError
 from elimnet.compress.base import register_transform
 from elimnet.models.staged import StagedNet, count_params, feature_channels, linears, replace_module

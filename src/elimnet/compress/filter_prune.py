@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elimnet.compress.base import register_transform
-from elimnet.checks import Field, num_range, one_of
+from elimnet.fields import Field, num_range, one_of
 from elimnet.errors import CheckpointError, ConfigError
 from elimnet.models.staged import StagedNet, count_params, eval_mode, linears
 

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elimnet.compress.base import CompressContext, register_transform
-from elimnet.checks import Field, int_range, is_int, num_range, one_of
+from elimnet.fields import Field, int_range, is_int, num_range, one_of
 from elimnet.compress.criteria import (BATCH_SIZE, CRITERIA, ScoreRequest, get_criterion,  # noqa: F401
                                        list_criteria)
 from elimnet.errors import ConfigError

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from elimnet.data.download import OFFLINE_HINT, download_first
-from elimnet.data.official import cap_per_split, carve
+from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.data.prepare import DataError
 from elimnet.data.sources import Sample, SourceData, register_source
 

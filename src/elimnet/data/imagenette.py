@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from elimnet.data.download import OFFLINE_HINT, download, refuse_escapes
-from elimnet.data.official import cap_per_split, carve
+from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.errors import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
 

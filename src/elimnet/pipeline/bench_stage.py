@@ -32,8 +32,8 @@ from elimnet.bench.allocator import allocator_state
 from elimnet.bench.hardware import hardware_block, pct_of_peak
 from elimnet.bench.latency import bench_input, paired_reduction, time_runners
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
-from elimnet.bench.onnx_bench import onnxruntime_version
-from elimnet.bench.profile import profile
+from elimnet.bench.ort_timing import onnxruntime_version
+from elimnet.bench.model_size import profile
 from elimnet.checkpoint import load_model
 from elimnet.config import Config
 from elimnet.io import write_json

@@ -30,7 +30,7 @@ def read_predictions(path: Path) -> dict[int, tuple[str, str]]:
 
 def paired_test_stats(baseline: dict, candidate: dict, resamples: int, seed: int) -> dict:
     """Candidate minus baseline on the same test images: paired bootstrap CIs and McNemar's exact p."""
-    from elimnet.train import stats
+    from elimnet.train import uncertainty
 
     if baseline.keys() != candidate.keys() or any(baseline[i][0] != candidate[i][0] for i in baseline):
         raise StageError("metrics/{baseline,candidate}/predictions.csv: the two models were not evaluated on the "
@@ -39,11 +39,11 @@ def paired_test_stats(baseline: dict, candidate: dict, resamples: int, seed: int
     names = {n: i for i, n in enumerate(sorted({v for i in order for v in (*baseline[i], candidate[i][1])}))}
     y = [names[baseline[i][0]] for i in order]
     a, b = [names[baseline[i][1]] for i in order], [names[candidate[i][1]] for i in order]
-    d = stats.paired_bootstrap(y, a, b, resamples, seed)
+    d = uncertainty.paired_bootstrap(y, a, b, resamples, seed)
     return {"delta_test_macro_f1": d["delta_macro_f1"], "delta_test_macro_f1_ci": d["delta_macro_f1_ci"],
             "delta_test_acc": d["delta_acc"], "delta_test_acc_ci": d["delta_acc_ci"],
-            "mcnemar_p": stats.mcnemar_p(y, a, b), "paired_images": len(order),
-            "bootstrap": {"resamples": resamples, "seed": seed, "level": stats.LEVEL}}
+            "mcnemar_p": uncertainty.mcnemar_p(y, a, b), "paired_images": len(order),
+            "bootstrap": {"resamples": resamples, "seed": seed, "level": uncertainty.LEVEL}}
 
 
 def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], latency: dict) -> dict:

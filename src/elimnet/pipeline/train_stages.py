@@ -104,7 +104,7 @@ def _write_finetune(result, model, config: dict, cfg: Config, recipe: TrainRecip
 
 def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out: str | Path,
                  predictions_path: str | Path, split: str = "test") -> dict:
-    from elimnet.train import stats
+    from elimnet.train import uncertainty
     from elimnet.train.metrics import support, warn_small_classes
 
     set_threads(cfg["train.threads"])
@@ -113,10 +113,10 @@ def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out:
     data = load_prepared(data_dir, (split,))[split]
     m = evaluate(model, data, Normalizer(config["mean"], config["std"]), cfg["train.eval_batch_size"], len(classes))
     f1s = per_class_f1(m["y_true"], m["y_pred"], len(classes))
-    ci = stats.bootstrap_ci(m["y_true"], m["y_pred"], cfg["train.bootstrap"], cfg["seed"])
+    ci = uncertainty.bootstrap_ci(m["y_true"], m["y_pred"], cfg["train.bootstrap"], cfg["seed"])
     metrics = {f"{split}_loss": m["loss"], f"{split}_acc": m["acc"], f"{split}_macro_f1": m["macro_f1"],
                f"{split}_acc_ci": ci["acc"], f"{split}_macro_f1_ci": ci["macro_f1"],
-               "bootstrap": {"resamples": cfg["train.bootstrap"], "seed": cfg["seed"], "level": stats.LEVEL},
+               "bootstrap": {"resamples": cfg["train.bootstrap"], "seed": cfg["seed"], "level": uncertainty.LEVEL},
                "per_class_f1": dict(zip(classes, f1s)),
                "per_class_support": dict(zip(classes, support(m["y_true"], len(classes)))),
                "small_classes": warn_small_classes(m["y_true"], classes, split),

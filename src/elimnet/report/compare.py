@@ -3,7 +3,7 @@
 Rows: the full finetuned model of each (arch, weights, data, recipe) once, then every candidate,
 labelled by its method (Elim k, LayerPrune k, Diet g, Filter r, KD, "empty" for random init).
 Experiments that differ only in `seed` are one row: `n` seeds, each quality metric as mean, sd
-and 95% CI (elimnet.train.stats), and for candidates the test macro-F1 delta vs their own seed's
+and 95% CI (elimnet.train.uncertainty), and for candidates the test macro-F1 delta vs their own seed's
 full model with a verdict ("loss" / "gain" / "no loss detected") read off its interval.
 Columns: params, layers, MACs, latency per backend and batch size (and the candidate's paired
 reduction vs its own baseline, measured in the same run), train/val/test loss, acc, macro-F1.
@@ -22,7 +22,7 @@ from elimnet.bench import BACKENDS
 from elimnet.io import write_json, write_text
 from elimnet.report.figures import plot_pareto
 from elimnet.report.records import ExpRecord
-from elimnet.train import stats
+from elimnet.train import uncertainty
 
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
 _LAT = re.compile(r"^latency_(?P<backend>[a-z0-9_]+?)_bs(?P<bs>\d+)_ms$")  # ort_int8 has a digit
@@ -100,10 +100,10 @@ def _aggregate(parts: list[dict], base: dict) -> dict:
     row = dict(base, n=len(parts))
     for q in QUALITY + [d for d in DEPLOYED if any(d in p for p in parts)]:
         vals = [p.get(q) for p in parts if _num(p.get(q))]
-        s = stats.seed_summary(vals)
+        s = uncertainty.seed_summary(vals)
         boot = [_ci_of(p, f"{q}_ci") for p in parts] if q in BOOTSTRAPPED else []
         row[q], row[f"{q}_sd"] = s["mean"], s["sd"]
-        row[f"{q}_ci"] = stats.combined_ci(vals, boot) if any(boot) else s["ci"]
+        row[f"{q}_ci"] = uncertainty.combined_ci(vals, boot) if any(boot) else s["ci"]
     return row
 
 
@@ -116,10 +116,10 @@ def _delta(recs: list[ExpRecord]) -> dict:
         if _num(d):
             vals.append(d)
             boot.append(_ci_of(s, "delta_test_macro_f1_ci"))
-    summ = stats.seed_summary(vals)
-    ci = stats.combined_ci(vals, boot) if any(boot) else summ["ci"]
+    summ = uncertainty.seed_summary(vals)
+    ci = uncertainty.combined_ci(vals, boot) if any(boot) else summ["ci"]
     return {"delta_test_macro_f1": summ["mean"], "delta_test_macro_f1_sd": summ["sd"],
-            "delta_test_macro_f1_ci": ci, "verdict": stats.verdict(ci)}
+            "delta_test_macro_f1_ci": ci, "verdict": uncertainty.verdict(ci)}
 
 
 def comparison_rows(records: list[ExpRecord]) -> list[dict]:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from elimnet.bench.latency import measure_latency
-from elimnet.bench.profile import count_macs
+from elimnet.bench.model_size import count_macs
 from elimnet.checkpoint import load_checkpoint, model_config, save_model
 from elimnet.compress import TRANSFORMS
 from elimnet.config import Config

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from elimnet.train import stats
+from elimnet.train import uncertainty
 from elimnet.train.metrics import classification_metrics, per_class_f1, support, warn_small_classes
 
 
@@ -23,7 +23,7 @@ def test_macro_f1_counts_only_classes_present_in_truth_or_predictions():
     y, p = [0, 0, 1, 1, 2], [0, 1, 1, 1, 2]  # class 3 of 4 is absent from both
     f1 = [2 / 3, 0.8, 1.0]
     assert classification_metrics(y, p, 4)["macro_f1"] == pytest.approx(sum(f1) / 3)  # not sum / 4
-    assert stats.accuracy_macro_f1(y, p) == pytest.approx((0.8, sum(f1) / 3))
+    assert uncertainty.accuracy_macro_f1(y, p) == pytest.approx((0.8, sum(f1) / 3))
     assert per_class_f1(y, p, 4)[:3] == pytest.approx(f1) and per_class_f1(y, p, 4)[3] is None
     # a class only predicted (never true) counts, with F1 0
     assert classification_metrics([0, 0], [0, 1], 3)["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
@@ -33,7 +33,7 @@ def test_macro_f1_counts_only_classes_present_in_truth_or_predictions():
 def test_vectorised_metrics_match_sklearn():
     for seed in range(5):
         y, p = noisy(n=97, k=5, err=0.5, seed=seed)
-        acc, f1 = stats.accuracy_macro_f1(y, p)
+        acc, f1 = uncertainty.accuracy_macro_f1(y, p)
         assert acc == pytest.approx(accuracy_score(y, p))
         assert f1 == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
 
@@ -49,18 +49,18 @@ def test_warning_names_classes_under_20_test_images(capsys):
 # ----------------------------------------------------------------------------- bootstrap CIs
 def test_constant_outcome_has_zero_width_ci():
     y = np.array([0, 1, 2, 1] * 25)
-    ci = stats.bootstrap_ci(y, y, 1000, seed=1)  # always right: every resample scores 1
+    ci = uncertainty.bootstrap_ci(y, y, 1000, seed=1)  # always right: every resample scores 1
     assert ci == {"acc": [1.0, 1.0], "macro_f1": [1.0, 1.0]}
     ones = np.ones(50, dtype=int)  # a constant predictor on a one-class test set
-    assert stats.bootstrap_ci(ones, ones, 1000, seed=1) == {"acc": [1.0, 1.0], "macro_f1": [1.0, 1.0]}
-    assert stats.bootstrap_ci(ones, 0 * ones, 1000, seed=1) == {"acc": [0.0, 0.0], "macro_f1": [0.0, 0.0]}
+    assert uncertainty.bootstrap_ci(ones, ones, 1000, seed=1) == {"acc": [1.0, 1.0], "macro_f1": [1.0, 1.0]}
+    assert uncertainty.bootstrap_ci(ones, 0 * ones, 1000, seed=1) == {"acc": [0.0, 0.0], "macro_f1": [0.0, 0.0]}
 
 
 def test_accuracy_ci_matches_the_binomial_interval():
     n, right = 400, 300  # p = 0.75: normal/Wilson half-width 1.96 * sqrt(p(1-p)/n) = 0.0424
     y = np.ones(n, dtype=int)
     p = np.r_[np.ones(right, dtype=int), np.zeros(n - right, dtype=int)]
-    lo, hi = stats.bootstrap_ci(y, p, 4000, seed=0)["acc"]
+    lo, hi = uncertainty.bootstrap_ci(y, p, 4000, seed=0)["acc"]
     half = 1.96 * math.sqrt(0.75 * 0.25 / n)
     z2 = 1.96 ** 2  # Wilson score interval
     centre = (0.75 + z2 / (2 * n)) / (1 + z2 / n)
@@ -71,79 +71,79 @@ def test_accuracy_ci_matches_the_binomial_interval():
 
 def test_bootstrap_is_seeded_and_reproducible():
     y, p = noisy()
-    a = stats.bootstrap_ci(y, p, 1000, seed=42)
-    assert a == stats.bootstrap_ci(y, p, 1000, seed=42)
-    assert a != stats.bootstrap_ci(y, p, 1000, seed=43)
-    acc, f1 = stats.accuracy_macro_f1(y, p)
+    a = uncertainty.bootstrap_ci(y, p, 1000, seed=42)
+    assert a == uncertainty.bootstrap_ci(y, p, 1000, seed=42)
+    assert a != uncertainty.bootstrap_ci(y, p, 1000, seed=43)
+    acc, f1 = uncertainty.accuracy_macro_f1(y, p)
     assert a["acc"][0] < acc < a["acc"][1] and a["macro_f1"][0] < f1 < a["macro_f1"][1]
     with pytest.raises(ValueError, match="differ in length"):
-        stats.bootstrap_ci([0, 1], [0], 1000)
+        uncertainty.bootstrap_ci([0, 1], [0], 1000)
     with pytest.raises(ValueError, match="zero images"):
-        stats.bootstrap_ci([], [], 1000)
+        uncertainty.bootstrap_ci([], [], 1000)
 
 
 # ----------------------------------------------------------------------------- paired delta, McNemar
 def test_identical_predictions_give_delta_zero_and_ci_zero():
     y, p = noisy()
-    d = stats.paired_bootstrap(y, p, p.copy(), 1000, seed=3)
+    d = uncertainty.paired_bootstrap(y, p, p.copy(), 1000, seed=3)
     assert d == {"delta_acc": 0.0, "delta_acc_ci": [0.0, 0.0], "delta_macro_f1": 0.0, "delta_macro_f1_ci": [0.0, 0.0]}
-    assert stats.mcnemar_p(y, p, p) == 1.0
+    assert uncertainty.mcnemar_p(y, p, p) == 1.0
 
 
 def test_paired_delta_of_a_clearly_better_model_excludes_zero():
     y, worse = noisy(n=400, err=0.6, seed=1)
     better = y.copy()
     better[:40] = (y[:40] + 1) % 3  # 90% right
-    d = stats.paired_bootstrap(y, worse, better, 1000, seed=0)
-    acc_w, f1_w = stats.accuracy_macro_f1(y, worse)
+    d = uncertainty.paired_bootstrap(y, worse, better, 1000, seed=0)
+    acc_w, f1_w = uncertainty.accuracy_macro_f1(y, worse)
     assert d["delta_acc"] == pytest.approx(0.9 - acc_w) and d["delta_acc_ci"][0] > 0
     assert d["delta_macro_f1_ci"][0] > 0 and d["delta_macro_f1_ci"][0] < d["delta_macro_f1"] < d["delta_macro_f1_ci"][1]
     # swapping the models flips the sign (same resamples, same seed)
-    r = stats.paired_bootstrap(y, better, worse, 1000, seed=0)
+    r = uncertainty.paired_bootstrap(y, better, worse, 1000, seed=0)
     assert r["delta_acc"] == -d["delta_acc"] and r["delta_acc_ci"] == pytest.approx([-d["delta_acc_ci"][1],
                                                                                      -d["delta_acc_ci"][0]])
 
 
 def test_mcnemar_exact_on_hand_computed_tables():
     # 1 vs 6 discordant: 2 * (C(7,0) + C(7,1)) / 2^7 = 2 * 8/128
-    assert stats.mcnemar_exact(1, 6) == pytest.approx(0.125)
-    assert stats.mcnemar_exact(6, 1) == pytest.approx(0.125)
-    assert stats.mcnemar_exact(0, 5) == pytest.approx(2 / 32)
-    assert stats.mcnemar_exact(3, 3) == 1.0 and stats.mcnemar_exact(0, 0) == 1.0
+    assert uncertainty.mcnemar_exact(1, 6) == pytest.approx(0.125)
+    assert uncertainty.mcnemar_exact(6, 1) == pytest.approx(0.125)
+    assert uncertainty.mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert uncertainty.mcnemar_exact(3, 3) == 1.0 and uncertainty.mcnemar_exact(0, 0) == 1.0
     # 2 vs 12: 2 * (1 + 14 + 91) / 2^14
-    assert stats.mcnemar_exact(2, 12) == pytest.approx(2 * 106 / 16384)
+    assert uncertainty.mcnemar_exact(2, 12) == pytest.approx(2 * 106 / 16384)
     # the table from predictions: a right/b wrong on images 0-1, a wrong/b right on image 2, both right on 3
     y, a, b = [0, 1, 2, 0, 1], [0, 1, 0, 0, 2], [1, 0, 2, 0, 0]
-    assert stats.mcnemar_table(y, a, b) == (2, 1)
-    assert stats.mcnemar_p(y, a, b) == pytest.approx(1.0)  # 2 * (1 + 3) / 8 = 1
+    assert uncertainty.mcnemar_table(y, a, b) == (2, 1)
+    assert uncertainty.mcnemar_p(y, a, b) == pytest.approx(1.0)  # 2 * (1 + 3) / 8 = 1
 
 
 # ----------------------------------------------------------------------------- across seeds
 def test_seed_summary_is_the_t_interval():
-    s = stats.seed_summary([0.50, 0.52, 0.54])
+    s = uncertainty.seed_summary([0.50, 0.52, 0.54])
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.52) and s["sd"] == pytest.approx(0.02)
     half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, df=2)
     assert s["ci"] == pytest.approx([0.52 - half, 0.52 + half])
-    assert stats.seed_summary([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "ci": None}
-    assert stats.seed_summary([])["n"] == 0
+    assert uncertainty.seed_summary([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "ci": None}
+    assert uncertainty.seed_summary([])["n"] == 0
 
 
 def test_combined_ci_adds_the_test_split_noise():
     vals = [-0.02, -0.03, -0.025]
-    t_only = stats.seed_summary(vals)["ci"]
-    both = stats.combined_ci(vals, [[-0.07, 0.03], [-0.08, 0.02], [-0.075, 0.025]])  # bootstrap half-width 0.05
+    t_only = uncertainty.seed_summary(vals)["ci"]
+    both = uncertainty.combined_ci(vals, [[-0.07, 0.03], [-0.08, 0.02], [-0.075, 0.025]])  # bootstrap half-width 0.05
     h_seed = (t_only[1] - t_only[0]) / 2
     assert (both[1] - both[0]) / 2 == pytest.approx(math.hypot(h_seed, 0.05))
-    assert stats.combined_ci([0.01], [[-0.02, 0.05]]) == [-0.02, 0.05]  # one seed: its bootstrap CI
-    assert stats.combined_ci([0.01], [None]) is None
+    assert uncertainty.combined_ci([0.01], [[-0.02, 0.05]]) == [-0.02, 0.05]  # one seed: its bootstrap CI
+    assert uncertainty.combined_ci([0.01], [None]) is None
 
 
 def test_verdicts_follow_the_interval():
-    assert stats.verdict([-0.08, -0.01]) == "loss"
-    assert stats.verdict([0.01, 0.04]) == "gain"
-    assert stats.verdict([-0.05, 0.01]) == "no loss detected"
-    assert stats.verdict([0.0, 0.0]) == "no loss detected"
-    assert stats.verdict(None) is None
+    assert uncertainty.verdict([-0.08, -0.01]) == "loss"
+    assert uncertainty.verdict([0.01, 0.04]) == "gain"
+    assert uncertainty.verdict([-0.05, 0.01]) == "no loss detected"
+    assert uncertainty.verdict([0.0, 0.0]) == "no loss detected"
+    assert uncertainty.verdict(None) is None
 
 
 # ----------------------------------------------------------------------------- the report's pairing
@@ -165,7 +165,7 @@ def test_report_pairs_the_two_prediction_files_by_index(tmp_path):
     s = paired_test_stats(b, c, 1000, seed=42)
     ids = {"a": 0, "b": 1, "c": 2}
     y, pa, pb = ([ids[v] for v in seq] for seq in (truth, base, cand))
-    d = stats.paired_bootstrap(y, pa, pb, 1000, 42)
+    d = uncertainty.paired_bootstrap(y, pa, pb, 1000, 42)
     assert s["delta_test_acc"] == pytest.approx(1 / 8) and s["delta_test_acc_ci"] == d["delta_acc_ci"]
     assert s["delta_test_macro_f1"] == pytest.approx(d["delta_macro_f1"])
     assert s["delta_test_macro_f1_ci"] == d["delta_macro_f1_ci"]

@@ -55,14 +55,14 @@ def test_peak_forward_bytes_counts_live_activations_not_weights():
 
 
 def test_benchmark_result_schema_and_derived_figures(tmp_path):
-    cfg = cfg_for(tmp_path, "bench.batch_sizes=[1,2]", "bench.onnx=true", "bench.cuda=true")
+    cfg = cfg_for(tmp_path, "bench.batch_sizes=[1,2]", "bench.ort=true", "bench.cuda=true")
     torch.manual_seed(0)
     models = {"baseline": tiny_net(16), "candidate": tiny_net(8)}
     r = benchmark_models(models, cfg, 16, reference="baseline", progress=False)
     assert r["schema"] == SCHEMA_VERSION and r["threads"] == 1 and r["image_size"] == 16
     if platform.libc_ver()[0] == "glibc":
         assert r["allocator"] == "glibc, keeps freed memory"
-    assert r["backends"] == (["cpu", "cuda", "onnx"] if torch.cuda.is_available() else ["cpu", "onnx"])
+    assert r["backends"] == (["cpu", "cuda", "ort"] if torch.cuda.is_available() else ["cpu", "ort"])
     assert set(BACKENDS) <= set(r)
     assert r["compile"] is None and r["unavailable"]["compile"] == "bench.compile=false"
     if not torch.cuda.is_available():
@@ -120,11 +120,11 @@ def test_benchmark_records_failed_optional_backend_instead_of_crashing(tmp_path,
 
     def broken(*a, **k):
         raise RuntimeError("exporter exploded\nsecond line")
-    monkeypatch.setattr(ob, "export_onnx", broken)  # the onnx backend looks it up when it runs
+    monkeypatch.setattr(ob, "export_onnx", broken)  # the ort backend looks it up when it runs
     r = benchmark_models({"baseline": tiny_net(4), "candidate": tiny_net(4)},
-                         cfg_for(tmp_path, "bench.batch_sizes=[1]", "bench.onnx=true"), 16, progress=False)
-    assert r["onnx"] is None and "onnx" not in r["backends"] and r["cpu"]["1"]["candidate"]["repeats"] >= 3
-    assert r["unavailable"]["onnx"] == "failed: RuntimeError: exporter exploded"
+                         cfg_for(tmp_path, "bench.batch_sizes=[1]", "bench.ort=true"), 16, progress=False)
+    assert r["ort"] is None and "ort" not in r["backends"] and r["cpu"]["1"]["candidate"]["repeats"] >= 3
+    assert r["unavailable"]["ort"] == "failed: RuntimeError: exporter exploded"
 
 
 def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from elimnet.errors import ChecksumError, ConfigError, DownloadError
+from elimnet.models.registry import register_family
 from elimnet.models.staged import StagedNet
 
 PREFIX = "timm/"
@@ -429,3 +430,7 @@ def timm_spec_fields(arch: str) -> dict:
                 load_pretrained=load_pretrained if hf_id else None,
                 weights_name=hf_id, weights_url=f"https://huggingface.co/{hf_id}" if hf_id else None,
                 meta={"timm": name, "timm_version": timm.__version__})
+
+
+register_family("timm", prefix=PREFIX, check_name=check_name, spec_fields=timm_spec_fields,
+                help="a timm model with feature_info")

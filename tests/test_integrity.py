@@ -386,7 +386,7 @@ TOY_DVC_PARAMS = {"compression": ("compress", "model.toy"), "family": ("pretrain
 
 # Run in the clone: each toy is in the schema and used where its kind is consumed.
 TOY_CHECKS = """
-import sys, tempfile
+import sys
 from pathlib import Path
 
 import pytest
@@ -433,10 +433,10 @@ elif kind == "source":
     from elimnet.data.prepare import load_prepared, prepare
 
     cfg = defaults(["data.name=toy", "data.toy.classes=3"])
-    out = Path(tempfile.mkdtemp()) / "prepared"
+    out = Path(sys.argv[2])  # an empty folder
     prepare(load_source(cfg), out, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
     splits = load_prepared(out)
-    assert sum(len(s.y) for s in splits.values()) == 30 and sorted(set(splits["train"].y.tolist())) == [0, 1, 2]
+    assert sum(len(s) for s in splits.values()) == 30 and sorted(set(splits["train"].labels.tolist())) == [0, 1, 2]
 elif kind == "family":
     cfg = defaults(["model.arch=toy_net", "model.weights=none", "model.toy_net.width=6", "model.elim=1"])
     candidate, steps, full = build.build_from_params(cfg, num_classes=3)
@@ -479,6 +479,7 @@ def test_a_new_extension_is_one_module_plus_params(tmp_path, kind):
     expected = sorted([path, "params.yaml"] + (["dvc.yaml"] if kind in TOY_DVC_PARAMS else []))
     assert files == expected and len(files) <= 3
     (tmp_path / "checks.py").write_text(TOY_CHECKS)
-    r = subprocess.run([sys.executable, str(tmp_path / "checks.py"), kind], cwd=repo, capture_output=True, text=True,
+    (tmp_path / "prepared").mkdir()
+    r = subprocess.run([sys.executable, str(tmp_path / "checks.py"), kind, str(tmp_path / "prepared")], cwd=repo, capture_output=True, text=True,
                        timeout=300, env={**_env(), "PYTHONPATH": str(repo / "src")})
     assert r.returncode == 0 and r.stdout.strip().endswith(f"ok {kind}"), r.stderr[-3000:]

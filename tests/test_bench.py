@@ -187,3 +187,13 @@ def test_bench_command_rejects_bad_param(tmp_path, capsys):
 
     assert main(["bench", "--params", os.devnull, "-S", "bench.batch_sizes=[0]"]) == 2
     assert "bench.batch_sizes=[0]: must be a non-empty list of integers >= 1" in capsys.readouterr().err
+
+
+def test_latency_files_from_before_the_ort_rename_read_as_ort():
+    from elimnet.bench.backends import canonical_latency
+
+    old = {"cpu": {"1": {}}, "onnx": {"1": {"candidate": {"median_ms": 2.0}}}, "backends": ["cpu", "onnx"],
+           "unavailable": {"compile": "bench.compile=false"}}
+    new = canonical_latency(old)
+    assert new["ort"] == old["onnx"] and "onnx" not in new and new["backends"] == ["cpu", "ort"]
+    assert new["unavailable"] == old["unavailable"] and canonical_latency(new) == new

@@ -197,3 +197,14 @@ def test_latency_files_from_before_the_ort_rename_read_as_ort():
     new = canonical_latency(old)
     assert new["ort"] == old["onnx"] and "onnx" not in new and new["backends"] == ["cpu", "ort"]
     assert new["unavailable"] == old["unavailable"] and canonical_latency(new) == new
+
+
+@pytest.mark.parametrize("old,new", [("latency_onnx_bs1_ms", "latency_ort_bs1_ms"),
+                                     ("latency_reduction_onnx_bs64", "latency_reduction_ort_bs64"),
+                                     ("reduction_onnx_bs8", "reduction_ort_bs8"),
+                                     ("latency_ort_int8_bs1_ms", "latency_ort_int8_bs1_ms"),
+                                     ("latency_cpu_bs1_ms", "latency_cpu_bs1_ms"), ("test_macro_f1", "test_macro_f1")])
+def test_metric_names_from_before_the_ort_rename_read_as_ort(old, new):
+    from elimnet.bench.backends import canonical_metric_name
+
+    assert canonical_metric_name(old) == new

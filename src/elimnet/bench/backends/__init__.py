@@ -9,6 +9,7 @@ inside the functions, so report code can list the backends without them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
@@ -82,6 +83,16 @@ def canonical_latency(latency: dict) -> dict:
     if isinstance(out.get("unavailable"), dict):
         out["unavailable"] = {canonical_backend(b): why for b, why in out["unavailable"].items()}
     return out
+
+
+def canonical_metric_name(key: str) -> str:
+    """A per-backend metric name read from an older record, with the backend's current name:
+    latency_onnx_bs1_ms -> latency_ort_bs1_ms, latency_reduction_onnx_bs64 -> latency_reduction_ort_bs64."""
+    for prefix in ("latency_reduction_", "latency_", "reduction_"):
+        m = re.fullmatch(rf"{prefix}(?P<backend>.+?)(?P<rest>_bs\d+.*)", key)
+        if m:
+            return f"{prefix}{canonical_backend(m['backend'])}{m['rest']}"
+    return key
 
 
 # Last, so that each backend module finds register_backend defined.

@@ -55,14 +55,14 @@ def test_peak_forward_bytes_counts_live_activations_not_weights():
 
 
 def test_benchmark_result_schema_and_derived_figures(tmp_path):
-    cfg = cfg_for(tmp_path, "bench.batch_sizes=[1,2]", "bench.onnx=true", "bench.cuda=true")
+    cfg = cfg_for(tmp_path, "bench.batch_sizes=[1,2]", "bench.ort=true", "bench.cuda=true")
     torch.manual_seed(0)
     models = {"baseline": tiny_net(16), "candidate": tiny_net(8)}
     r = benchmark_models(models, cfg, 16, reference="baseline", progress=False)
     assert r["schema"] == SCHEMA_VERSION and r["threads"] == 1 and r["image_size"] == 16
     if platform.libc_ver()[0] == "glibc":
         assert r["allocator"] == "glibc, keeps freed memory"
-    assert r["backends"] == (["cpu", "cuda", "onnx"] if torch.cuda.is_available() else ["cpu", "onnx"])
+    assert r["backends"] == (["cpu", "cuda", "ort"] if torch.cuda.is_available() else ["cpu", "ort"])
     assert set(BACKENDS) <= set(r)
     assert r["compile"] is None and r["unavailable"]["compile"] == "bench.compile=false"
     if not torch.cuda.is_available():
@@ -120,11 +120,11 @@ def test_benchmark_records_failed_optional_backend_instead_of_crashing(tmp_path,
 
     def broken(*a, **k):
         raise RuntimeError("exporter exploded\nsecond line")
-    monkeypatch.setattr(ob, "export_onnx", broken)  # the onnx backend looks it up when it runs
+    monkeypatch.setattr(ob, "export_onnx", broken)  # the ort backend looks it up when it runs
     r = benchmark_models({"baseline": tiny_net(4), "candidate": tiny_net(4)},
-                         cfg_for(tmp_path, "bench.batch_sizes=[1]", "bench.onnx=true"), 16, progress=False)
-    assert r["onnx"] is None and "onnx" not in r["backends"] and r["cpu"]["1"]["candidate"]["repeats"] >= 3
-    assert r["unavailable"]["onnx"] == "failed: RuntimeError: exporter exploded"
+                         cfg_for(tmp_path, "bench.batch_sizes=[1]", "bench.ort=true"), 16, progress=False)
+    assert r["ort"] is None and "ort" not in r["backends"] and r["cpu"]["1"]["candidate"]["repeats"] >= 3
+    assert r["unavailable"]["ort"] == "failed: RuntimeError: exporter exploded"
 
 
 def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -187,3 +187,24 @@ def test_bench_command_rejects_bad_param(tmp_path, capsys):
 
     assert main(["bench", "--params", os.devnull, "-S", "bench.batch_sizes=[0]"]) == 2
     assert "bench.batch_sizes=[0]: must be a non-empty list of integers >= 1" in capsys.readouterr().err
+
+
+def test_latency_files_from_before_the_ort_rename_read_as_ort():
+    from elimnet.bench.backends import canonical_latency
+
+    old = {"cpu": {"1": {}}, "onnx": {"1": {"candidate": {"median_ms": 2.0}}}, "backends": ["cpu", "onnx"],
+           "unavailable": {"compile": "bench.compile=false"}}
+    new = canonical_latency(old)
+    assert new["ort"] == old["onnx"] and "onnx" not in new and new["backends"] == ["cpu", "ort"]
+    assert new["unavailable"] == old["unavailable"] and canonical_latency(new) == new
+
+
+@pytest.mark.parametrize("old,new", [("latency_onnx_bs1_ms", "latency_ort_bs1_ms"),
+                                     ("latency_reduction_onnx_bs64", "latency_reduction_ort_bs64"),
+                                     ("reduction_onnx_bs8", "reduction_ort_bs8"),
+                                     ("latency_ort_int8_bs1_ms", "latency_ort_int8_bs1_ms"),
+                                     ("latency_cpu_bs1_ms", "latency_cpu_bs1_ms"), ("test_macro_f1", "test_macro_f1")])
+def test_metric_names_from_before_the_ort_rename_read_as_ort(old, new):
+    from elimnet.bench.backends import canonical_metric_name
+
+    assert canonical_metric_name(old) == new

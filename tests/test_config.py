@@ -70,3 +70,48 @@ def test_suite_passes_with_a_broken_workspace(tmp_path):
                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_config_imports_no_extension_until_the_schema_is_needed():
+    """config.py builds the schema from the leaf elimnet.extensions: importing it loads no compression, backend,
+    data source or model family, and its source names none of those packages (not even inside a function body
+    for compress/ and bench/)."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import elimnet.config
+
+    code = ("import sys, elimnet.config as c; "
+            "print(sorted(m for m in sys.modules if m.startswith('elimnet.'))); c.schema(); "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('elimnet.')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "['elimnet.config', 'elimnet.errors', 'elimnet.extensions', 'elimnet.fields']"
+    assert {"bench", "compress", "data", "models"} <= set(eval(out[1]))  # noqa: S307 - our own print
+    tree = ast.parse(Path(elimnet.config.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m.startswith(("elimnet.compress", "elimnet.bench"))]
+
+
+def test_extension_params_are_declared_by_their_modules():
+    from elimnet import extensions
+    from elimnet.config import CORE, schema
+
+    schema()  # discovers every extension
+    owners = {k: (e.kind, e.name) for e in extensions.declared() for k in e.params}
+    assert owners["bench.ort"] == ("backend", "ort") and owners["bench.amp"] == ("backend", "cuda")
+    assert owners["data.variant"] == ("source", "imagenette") and owners["data.taco.mapping"] == ("source", "taco")
+    assert owners["model.block"] == ("family", "simple_effnet") and owners["model.elim"] == ("compression", "elim")
+    assert not set(owners) & set(CORE) and set(owners) | set(CORE) == set(schema())
+
+
+def test_family_and_source_cross_checks_run_from_their_modules():
+    assert defaults(["model.arch=simple_effnet", "model.block=se", "model.weights=none"])["model.arch"] == \
+        "simple_effnet_se"
+    with pytest.raises(ConfigError, match=r"^model\.block=se: must be standard for arch resnet18 \(block variants "
+                                          r"exist for simple_effnet, simple_effnet_condconv, simple_effnet_se\)$"):
+        defaults(["model.arch=resnet18", "model.block=se"])
+    with pytest.raises(ConfigError, match=r"^data\.path=null: must name an ImageFolder directory when data\.name=folder"):
+        defaults(["data.name=folder"])

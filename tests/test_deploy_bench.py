@@ -53,14 +53,14 @@ def test_latency_json_has_hardware_block_and_ort_int8_with_pct_of_peak(tmp_path,
     from elimnet.report.cli_commands import CSV_FIELDS, TIMM_FIELDS, bench_csv, format_bench
 
     cfg = load_params(tmp_path / "none.yaml", ["bench.warmup=1", "bench.repeats=3", "bench.budget_s=0.01",
-                                               "bench.threads=1", "bench.batch_sizes=[1,2]", "bench.onnx=true",
+                                               "bench.threads=1", "bench.batch_sizes=[1,2]", "bench.ort=true",
                                                "bench.cuda=false", "deploy.precision=int8", "bench.noisy_cv=1000"])
     torch.manual_seed(0)
     r = benchmark_models({"baseline": tiny_net(16), "candidate": tiny_net(8)}, cfg, 16, progress=False)
     hw = r["hardware"]
     assert set(hw["isa"]) == set(ISA_FLAGS) and hw["threads"] == 1 and hw["peak_fp32_gflops"] > 0
     assert hw["torch"] == torch.__version__ and hw["onnxruntime"] and hw["cpu"]
-    assert r["backends"] == ["cpu", "onnx", "ort_int8"] and "ort_int8" not in r["unavailable"]
+    assert r["backends"] == ["cpu", "ort", "ort_int8"] and "ort_int8" not in r["unavailable"]
     assert 0 < r["profile"]["candidate"]["int8_file_bytes"]
     for backend in r["backends"]:
         for bs, per in r[backend].items():
@@ -73,7 +73,7 @@ def test_latency_json_has_hardware_block_and_ort_int8_with_pct_of_peak(tmp_path,
         1 - r["ort_int8"]["2"]["candidate"]["median_ms"] / r["ort_int8"]["2"]["baseline"]["median_ms"])
     # fp32 precision: ort_int8 is not measured, and says why
     r32 = benchmark_models({"baseline": tiny_net(16)}, cfg.replace(**{"deploy.precision": "fp32",
-                                                                      "bench.onnx": False}), 16, progress=False)
+                                                                      "bench.ort": False}), 16, progress=False)
     assert r32["ort_int8"] is None and r32["unavailable"]["ort_int8"] == "deploy.precision=fp32"
     # timm's benchmark CSV fields, one row per backend, batch size and model
     rows = list(csv.DictReader(io.StringIO(bench_csv({**r, "arch": "tiny"}))))

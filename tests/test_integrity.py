@@ -44,9 +44,12 @@ def _imports(path: Path) -> set[str]:
         parts = name.split(".")
         for i in range(2, len(parts) + 1):  # a module imports its parent packages' __init__ too
             mods.add(".".join(parts[:i]))
-    if "pkgutil.iter_modules(__path__)" in path.read_text():  # a package that imports all its modules
+    if "import_package_modules(__name__, __path__)" in path.read_text():  # a package that imports all its modules
         pkg = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts[:-1])
         mods |= {f"{pkg}.{p.stem}" for p in path.parent.glob("*.py") if p.stem != "__init__"}
+    for node in tree.body:  # elimnet.extensions imports these packages by name when the schema is built
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXTENSION_PACKAGES" for t in node.targets):
+            mods |= set(ast.literal_eval(node.value))
     return mods
 
 
@@ -87,7 +90,8 @@ def test_closure_walk_follows_function_level_imports():
     # config imports the model registry inside a function; the walk must still see it.
     closure = import_closure(ROOT / "stages" / "prepare.py")
     assert PKG / "models" / "registry.py" in closure and PKG / "data" / "tensors.py" in closure
-    assert PKG / "compress" / "diet.py" in closure  # found through compress/__init__'s pkgutil import
+    assert PKG / "compress" / "diet.py" in closure  # config -> extensions -> compress/__init__'s discovery
+    assert PKG / "bench" / "backends" / "ort.py" in closure and PKG / "data" / "taco.py" in closure
 
 
 # ----------------------------------------------------------------------------- byte stability
@@ -295,32 +299,191 @@ def test_committed_params_yaml_matches_the_schema_key_for_key():
     assert not differ, f"params.yaml values that are not the schema's defaults: {differ}"
 
 
-def test_a_new_compression_is_one_registration(monkeypatch):
-    """Registering a compression puts its params in the schema, switches it off in the full twin,
-    and names it in reports; nothing else is edited."""
-    import elimnet.config as config
-    from elimnet.fields import Field, int_range
-    from elimnet.compress import TRANSFORMS, build, register_transform
-    from elimnet.report.compare import method_label
+# One toy module per extension point: the file a user adds, as docs/extending.md shows it.
+TOY_MODULES = {
+    "compression": ("src/elimnet/compress/toy.py", """
+from torch import nn
 
-    def plan(model, cfg, ctx):
-        return {"n": cfg["model.toy.n"]} if cfg["model.toy.n"] else None
+from elimnet.compress.base import register_transform
+from elimnet.fields import Field, int_range
 
-    def apply(model, n):
-        model.toy = torch.nn.Identity()  # a visible change
-        return model, {"n": n}
 
-    monkeypatch.setattr(config, "_SCHEMA", {})
-    register_transform("toy", plan, apply, order=99, off={"model.toy.n": 0}, label=lambda p: f"Toy {p['model.toy.n']}",
-                       params={"model.toy.n": Field(0, int_range(0), "a toy compression")})
-    try:
-        cfg = config.defaults(["model.arch=resnet18", "model.weights=none", "model.elim=1", "model.toy.n=3"])
-        with pytest.raises(config.ConfigError, match="model.toy.n=-1: must be an integer >= 0"):
-            config.defaults(["model.toy.n=-1"])
-        candidate, steps, full = build.build_from_params(cfg, num_classes=3)
-        assert [s["name"] for s in steps] == ["classifier", "elim", "toy"]
-        assert hasattr(candidate, "toy") and not hasattr(full, "toy")  # the full twin has it switched off
-        assert method_label(cfg.flat(), {}) == "empty Elim 1 + Toy 3"  # weights=none
-    finally:
-        TRANSFORMS.pop("toy", None)
-        config._SCHEMA.clear()
+def plan(model, cfg, ctx):
+    return {"n": cfg["model.toy.n"]} if cfg["model.toy.n"] else None
+
+
+def apply(model, n):
+    model.toy = nn.Identity()  # a visible change
+    return model, {"n": n}
+
+
+register_transform("toy", plan, apply, order=99, off={"model.toy.n": 0}, label=lambda p: f"Toy {p['model.toy.n']}",
+                   params={"model.toy.n": Field(0, int_range(0), "a toy compression")})
+"""),
+    "backend": ("src/elimnet/bench/backends/toy.py", """
+import contextlib
+
+from elimnet.bench.backends import register_backend, switched_off
+from elimnet.fields import Field, is_bool
+
+
+@contextlib.contextmanager
+def prepare(models, cfg, image_size, threads, workdir, prof):
+    from elimnet.bench.latency import torch_runner
+
+    yield lambda x: {n: torch_runner(m, x) for n, m in models.items()}
+
+
+register_backend("toy", prepare, device="cpu", order=99, unavailable=switched_off("bench.toy"),
+                 params={"bench.toy": Field(False, is_bool, "also time the toy backend")})
+"""),
+    "criterion": ("src/elimnet/compress/toy_order.py", """
+from elimnet.compress.criteria import Criterion, register_criterion
+from elimnet.fields import Field, num_range
+
+
+def score(req):
+    return {p: float(i) for i, p in enumerate(req.paths)}, {}  # the earliest block matters least
+
+
+register_criterion(Criterion("toy_order", (), "a toy criterion: depth order", score),
+                   params={"model.prune.toy_order.scale": Field(1.0, num_range(0.0, lo_open=True), "toy scale")})
+"""),
+    "source": ("src/elimnet/data/toy_source.py", """
+from PIL import Image
+
+from elimnet.data.sources import Sample, SourceData, register_source
+from elimnet.fields import Field, int_range
+
+
+@register_source("toy", params={"data.toy.classes": Field(2, int_range(2, 8), "toy source: classes")})
+def toy_source(cfg):
+    n = cfg["data.toy.classes"]
+    samples = [Sample(lambda c=c: Image.new("RGB", (8, 8), (60 * c, 0, 0)), c, f"toy/{c}/{i}")
+               for c in range(n) for i in range(10)]
+    return SourceData("toy", [f"class{c}" for c in range(n)], samples)
+"""),
+    "family": ("src/elimnet/models/toy_family.py", """
+from torch import nn
+
+from elimnet.fields import Field, int_range
+from elimnet.models.registry import register_family, register_model
+from elimnet.models.staged import StagedNet
+
+register_family("toy", params={"model.toy_net.width": Field(8, int_range(1, 64), "toy family: channels")})
+
+
+@register_model("toy_net", family="toy", num_stages=2,
+                meta={"arch_args": True, "params": {"width": "model.toy_net.width"}})
+def toy_net(width: int = 8) -> StagedNet:
+    def block():
+        return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+    return StagedNet(nn.Conv2d(3, width, 3, padding=1), [nn.Sequential(block(), block()), nn.Sequential(block())],
+                     nn.Identity(), nn.Sequential(nn.Linear(width, 1000)))
+"""),
+}
+# The params.yaml lines each adds, and the stage params it lists in dvc.yaml (none where its section is listed).
+TOY_PARAMS = {"compression": {"model.toy.n": 0}, "backend": {"bench.toy": False},
+              "criterion": {"model.prune.toy_order.scale": 1.0}, "source": {"data.toy.classes": 2},
+              "family": {"model.toy_net.width": 8}}
+TOY_DVC_PARAMS = {"compression": ("compress", "model.toy"), "family": ("pretrained", "model.toy_net")}
+
+# Run in the clone: each toy is in the schema and used where its kind is consumed.
+TOY_CHECKS = """
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from elimnet.config import ConfigError, defaults, flatten, load_params, schema, yaml_load
+from elimnet.compress import build
+from elimnet.report.compare import method_label
+
+flat = flatten(yaml_load(Path("params.yaml").read_text()))
+assert sorted(flat) == sorted(schema()), set(flat) ^ set(schema())
+load_params("params.yaml")
+kind = sys.argv[1]
+if kind == "compression":
+    cfg = defaults(["model.arch=resnet18", "model.weights=none", "model.elim=1", "model.toy.n=3"])
+    with pytest.raises(ConfigError, match="model.toy.n=-1: must be an integer >= 0"):
+        defaults(["model.toy.n=-1"])
+    candidate, steps, full = build.build_from_params(cfg, num_classes=3)
+    assert [s["name"] for s in steps] == ["classifier", "elim", "toy"]
+    assert hasattr(candidate, "toy") and not hasattr(full, "toy")  # the full twin has it switched off
+    assert method_label(cfg.flat(), {}) == "empty Elim 1 + Toy 3"  # weights=none
+elif kind == "backend":
+    from elimnet.pipeline.bench_stage import benchmark_models
+
+    nets = {n: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()).eval() for n in ("baseline", "candidate")}
+    fast = ["bench.warmup=1", "bench.repeats=3", "bench.budget_s=0.05", "bench.threads=1", "bench.batch_sizes=[1]"]
+    off = benchmark_models(nets, defaults(fast), 8, progress=False)
+    assert off["toy"] is None and off["unavailable"]["toy"] == "bench.toy=false"
+    on = benchmark_models(nets, defaults([*fast, "bench.toy=true"]), 8, progress=False)
+    assert on["backends"][-1] == "toy" and on["toy"]["1"]["candidate"]["repeats"] >= 3
+elif kind == "criterion":
+    with pytest.raises(ConfigError, match="model.prune.toy_order.scale=0: must be a number > 0"):
+        defaults(["model.prune.toy_order.scale=0"])
+    cfg = defaults(["model.arch=resnet18", "model.weights=none", "model.elim=0", "model.prune.k=1",
+                    "model.prune.criterion=toy_order"])
+    from elimnet.compress.layerprune import candidates
+
+    candidate, steps, full = build.build_from_params(cfg, num_classes=3)
+    spec = next(s["spec"] for s in steps if s["name"] == "layerprune")
+    assert spec["removed"] == [candidates(full)[0].path], spec["removed"]  # the toy scores the first one lowest
+elif kind == "source":
+    from elimnet.data import load_source
+    from elimnet.data.prepare import load_prepared, prepare
+
+    cfg = defaults(["data.name=toy", "data.toy.classes=3"])
+    out = Path(sys.argv[2])  # an empty folder
+    prepare(load_source(cfg), out, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
+    splits = load_prepared(out)
+    assert sum(len(s) for s in splits.values()) == 30 and sorted(set(splits["train"].labels.tolist())) == [0, 1, 2]
+elif kind == "family":
+    cfg = defaults(["model.arch=toy_net", "model.weights=none", "model.toy_net.width=6", "model.elim=1"])
+    candidate, steps, full = build.build_from_params(cfg, num_classes=3)
+    assert candidate.stem.out_channels == 6 and len(candidate.stages) == 1 and len(full.stages) == 2
+    assert candidate(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
+print("ok", kind)
+"""
+
+
+def _add_toy_params(repo: Path, kind: str) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in TOY_PARAMS[kind].items():
+        *parents, leaf = key.split(".")
+        node = params
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if kind in TOY_DVC_PARAMS:
+        stage, key = TOY_DVC_PARAMS[kind]
+        dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+        dvc["stages"][stage]["params"].append(key)
+        (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+
+
+@pytest.mark.parametrize("kind", sorted(TOY_MODULES))
+def test_a_new_extension_is_one_module_plus_params(tmp_path, kind):
+    """Each extension point (compression, backend, criterion, data source, model family): a toy module dropped
+    into its package plus its params.yaml lines (and dvc.yaml's stage params where the stage lists keys) is
+    found, validated, switched off by default and usable where it is consumed, with no other file edited."""
+    from conftest import hermetic_repo
+
+    repo = hermetic_repo(tmp_path / "repo", exclude=("reports/", "docs/", "metrics/", "benchmarks/"))
+    path, source = TOY_MODULES[kind]
+    (repo / path).write_text(source.lstrip())
+    _add_toy_params(repo, kind)
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.split("\n")
+    files = sorted(line[3:] for line in changed if line)
+    expected = sorted([path, "params.yaml"] + (["dvc.yaml"] if kind in TOY_DVC_PARAMS else []))
+    assert files == expected and len(files) <= 3
+    (tmp_path / "checks.py").write_text(TOY_CHECKS)
+    (tmp_path / "prepared").mkdir()
+    r = subprocess.run([sys.executable, str(tmp_path / "checks.py"), kind, str(tmp_path / "prepared")], cwd=repo, capture_output=True, text=True,
+                       timeout=300, env={**_env(), "PYTHONPATH": str(repo / "src")})
+    assert r.returncode == 0 and r.stdout.strip().endswith(f"ok {kind}"), r.stderr[-3000:]

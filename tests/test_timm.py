@@ -12,6 +12,7 @@ Weights are never downloaded: the hub call is replaced by a local file or by an 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -205,6 +206,8 @@ def test_weights_pinned_on_first_use(tmp_path, monkeypatch):
     assert calls[0]["repo"] == "timm/resnet10t.c3_in1k" and calls[0]["revision"] is None
     assert calls[0]["cache_dir"] == cache / "hf" and calls[0]["file"] == "model.safetensors"
     assert lock["timm/resnet10t.c3_in1k"]["revision"] == "0123abcd" * 5
+    served = tmp_path / "hub" / "snapshots" / ("0123abcd" * 5) / "model.safetensors"
+    assert lock["timm/resnet10t.c3_in1k"]["sha256"] == hashlib.sha256(served.read_bytes()).hexdigest()
     create_model("timm/resnet10t", pretrained=True, cache_dir=cache)
     assert calls[1]["revision"] == "0123abcd" * 5  # the second run asks for the pinned commit
     lock["timm/resnet10t.c3_in1k"]["sha256"] = "0" * 64

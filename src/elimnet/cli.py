@@ -1,7 +1,7 @@
 """`elimnet` command line: sizing, benchmarking and comparing without running the pipeline.
 
     elimnet summary -S model.arch=resnet18 -S model.elim=2 --num-classes 6 [--json]
-    elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.onnx=true]
+    elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.ort=true]
     elimnet compare [--source dvc|mlflow] [--out-dir reports]
 
 Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of

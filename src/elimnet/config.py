@@ -1,8 +1,10 @@
 """params.yaml + `-S key=value` overrides -> one validated config.
 
-Every parameter, its default and what it allows is a Field: the core keys in CORE below, each
-compression's section in its own module (compress/*.py); schema() joins them. Every "bad value"
-message in the project comes from validate():
+Every parameter, its default and what it allows is a Field: the core keys in CORE below, and each
+extension's section (compressions, backends, criteria, data sources, model families) declared where
+the extension registers, collected in elimnet.extensions; schema() joins them. This module imports
+no extension: the schema discovers them on first use. Every "bad value" message in the project
+comes from validate():
 
     model.elim=9: must be an integer in [0, 6] for arch efficientnet_lite0 (7 stages)
 """
@@ -16,35 +18,28 @@ from typing import Any, Iterable
 
 import yaml
 
-from elimnet.fields import Field, int_list, int_range, is_bool, is_str, num_range, one_of, str_map
-from elimnet import errors
+from elimnet import errors, extensions
 from elimnet.errors import ConfigError
+from elimnet.fields import Field, int_list, int_range, is_bool, is_str, num_range, one_of
 
 
-# Registries are looked up lazily so that adding an arch, a data source or a
-# criterion never requires editing this file.
-def _archs():
-    from elimnet.models import list_models
-    return list_models()
-
-
-def _arch(v):  # a registered arch or timm/<name>
-    from elimnet.models import check_arch
+def _arch(v):  # a registered arch or <a family's prefix><name>, e.g. timm/<name>
+    from elimnet.models import check_arch  # lazy: the model registry imports torch
     return check_arch(v)
 
 
 def _sources():
-    from elimnet.data import list_sources
-    return list_sources()
+    extensions.discover()
+    return extensions.names("source")
 
 
 # ----------------------------------------------------------------------------- schema
-# The core keys; each compression declares its own section (compress/*.py), added by schema().
+# The true core keys: every run reads them whatever extensions it uses. Extension keys (bench.ort,
+# data.variant, model.block, model.prune.* ...) are declared by their modules (elimnet.extensions).
 CORE: dict[str, Field] = {
     "seed": Field(42, int_range(0), "global seed: splits, init of new layers, training order"),
     # data ---------------------------------------------------------------------------
     "data.name": Field("elpv", one_of(_sources), "data source"),
-    "data.path": Field(None, is_str(optional=True), "folder source: ImageFolder-layout directory"),
     "data.root": Field("data/raw", is_str(), "download cache for online sources"),
     "data.download_timeout_s": Field(3600.0, num_range(0.0, optional=True, lo_open=True),
                                      "total time one file's download may take, retries included (null = none)"),
@@ -53,19 +48,9 @@ CORE: dict[str, Field] = {
     "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),
     "data.max_per_class": Field(None, int_range(3, optional=True),
                                 "cap images per class (deterministic subset) for quick runs"),
-    "data.variant": Field("160", lambda v: one_of(["160", "320", "full"])(str(v)),  # -S data.variant=320 is an int
-                          "imagenette archive variant"),
-    "data.taco.padding": Field(0.1, num_range(0.0, 1.0), "TACO crop padding, fraction of box side"),
-    "data.taco.min_size": Field(32, int_range(1), "TACO: smallest box side (px) kept"),
-    "data.taco.workers": Field(8, int_range(1, 64), "TACO parallel image downloads"),
-    "data.taco.mapping": Field({}, str_map, "TACO category name -> class name; others dropped"),
-    "data.taco.images": Field("original", one_of(["original", "640"]),
-                              "TACO photos fetched: original size or Flickr's 640 px copies (fast)"),
     # model --------------------------------------------------------------------------
     "model.arch": Field("efficientnet_lite0", _arch, "backbone (or timm/<name>)"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
-    "model.block": Field("standard", one_of(["standard", "se", "condconv"]), "simple_effnet block type"),
-    "model.experts": Field(4, int_range(1, 64), "CondConv experts per layer (model.block=condconv)"),
     # train --------------------------------------------------------------------------
     "train.epochs": Field(6, int_range(1), "finetuning epochs"),
     "train.batch_size": Field(32, int_range(1), "training batch size"),
@@ -101,10 +86,6 @@ CORE: dict[str, Field] = {
     "bench.repeats": Field(20, int_range(1), "timed iterations per batch size (max)"),
     "bench.budget_s": Field(3.0, num_range(0.0, lo_open=True), "time budget per model and batch size"),
     "bench.threads": Field(None, int_range(1, optional=True), "torch CPU threads (null = all cores)"),
-    "bench.cuda": Field(True, is_bool, "also time CUDA when a GPU is present"),
-    "bench.onnx": Field(False, is_bool, "also time ONNX Runtime CPU"),
-    "bench.compile": Field(False, is_bool, "also time torch.compile (inductor) on CPU"),
-    "bench.amp": Field(False, is_bool, "CUDA timing under float16 autocast"),
     "bench.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations instead of page-faulting "
                                                      "them in again every pass (see elimnet.bench.allocator)"),
     # deploy (export stage, elimnet.deploy) and benchmark noise --------------------
@@ -132,19 +113,23 @@ _SCHEMA: dict[str, Field] = {}
 
 
 def schema() -> dict[str, Field]:
-    """Every parameter: the core keys plus each registered compression's section (built once)."""
+    """Every parameter: the core keys plus each registered extension's section (built once)."""
     if not _SCHEMA:
-        from elimnet.compress import ordered
-
+        extensions.discover()
         merged = dict(CORE)
-        for t in ordered():
-            clash = set(t.params) & set(merged)
+        for ext in extensions.declared():
+            clash = set(ext.params) & set(merged)
             if clash:
-                raise ValueError(f"compression {t.name} declares params that exist already: {sorted(clash)}")
-            merged.update(t.params)
-        # params.yaml's order: core groups first, compression keys inside "model" after the core model keys.
+                raise ValueError(f"{ext.kind} {ext.name} declares params that exist already: {sorted(clash)}")
+            merged.update(ext.params)
+        # params.yaml's order: core groups first (an extension's new group last), extension keys after
+        # their group's core keys.
         groups = list(dict.fromkeys(k.split(".")[0] for k in CORE))
-        _SCHEMA.update(sorted(merged.items(), key=lambda kv: groups.index(kv[0].split(".")[0])))
+
+        def group_index(key: str) -> int:
+            group = key.split(".")[0]
+            return groups.index(group) if group in groups else len(groups)
+        _SCHEMA.update(sorted(merged.items(), key=lambda kv: group_index(kv[0])))
     return _SCHEMA
 
 
@@ -271,33 +256,26 @@ def validate(flat: dict[str, Any]) -> Config:
 
 
 def _cross_checks(v: dict[str, Any]) -> None:
-    from elimnet.models import get_spec
+    """The extensions' cross-checks, families first (they may normalise model.arch), then the core's."""
+    for ext in extensions.declared("family"):
+        if ext.check is not None:
+            ext.check(v)
+    _core_checks(v)
+    for ext in extensions.declared():
+        if ext.kind != "family" and ext.check is not None:
+            ext.check(v)
+
+
+def _core_checks(v: dict[str, Any]) -> None:
+    from elimnet.models import get_spec  # lazy: the model registry imports torch
 
     spec = get_spec(v["model.arch"])
-    # model.block picks an arch's block variant (simple_effnet + se -> simple_effnet_se); an
-    # explicit variant arch wins. Normalised here, once, so every stage sees the same arch.
-    variants = spec.meta.get("blocks")
-    if variants:
-        block = spec.meta["block"] if spec.meta["block"] != "standard" else v["model.block"]
-        v["model.arch"], v["model.block"] = variants[block], block
-        spec = get_spec(v["model.arch"])
-    elif v["model.block"] != "standard":
-        with_variants = [a for a in _archs() if get_spec(a).meta.get("blocks")]
-        raise ConfigError(f"model.block={v['model.block']}: must be standard for arch {spec.name} "
-                          f"(block variants exist for {', '.join(with_variants)})")
     if v["model.weights"] == "imagenet" and not spec.has_pretrained:
         raise ConfigError(f"model.weights=imagenet: arch {spec.name} has no pretrained weights; "
                           f"must be none")
     if v["data.val_fraction"] + v["data.test_fraction"] >= 0.9:
         raise ConfigError(f"data.val_fraction+data.test_fraction="
                           f"{v['data.val_fraction'] + v['data.test_fraction']:g}: must be < 0.9")
-    if v["data.name"] == "folder" and not v["data.path"]:
-        raise ConfigError("data.path=null: must name an ImageFolder directory when data.name=folder")
-    from elimnet.compress import ordered
-
-    for t in ordered():
-        if t.check is not None:
-            t.check(v, spec)
 
 
 def _show(v: Any) -> str:

@@ -1,15 +1,14 @@
 """Compressions over the stage view, composed in their declared order (compress/base.py).
 
-Every module of this package is imported here, and each registers its transform on import:
-a new compression is a new module, found without editing this file.
+Every module of this package is imported here, and each registers its transform (or LayerPrune
+criterion) on import: a new compression is a new module, found without editing this file.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from elimnet.compress.base import TRANSFORMS, CompressContext, all_off, ordered, register_transform
+from elimnet.compress.base import (TRANSFORMS, CompressContext, all_off, ordered, register_transform,
+                                   unregister_transform)
 from elimnet.errors import CheckpointError
+from elimnet.extensions import import_package_modules
 from elimnet.models.staged import StagedNet
 
 def plan_and_apply(model: StagedNet, cfg, ctx: CompressContext) -> tuple[StagedNet, list[dict]]:
@@ -34,7 +33,7 @@ def replay(model: StagedNet, steps: list[dict]) -> StagedNet:
 
 
 # Last, so that a module may use plan_and_apply while it is imported.
-for _m in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_m.name}")
+import_package_modules(__name__, __path__)
 
-__all__ = ["TRANSFORMS", "CompressContext", "all_off", "ordered", "plan_and_apply", "register_transform", "replay"]
+__all__ = ["TRANSFORMS", "CompressContext", "all_off", "ordered", "plan_and_apply", "register_transform", "replay",
+           "unregister_transform"]

@@ -8,8 +8,9 @@ A transform has two halves:
   never touches its input.
 
 A compression is one module that calls `register_transform` with its params section, its off
-values, its order and its report label (docs/extending.md); compress/__init__ imports every
-module of this package, so nothing else lists compressions.
+values, its order and its report label (docs/extending.md); its params and check land in
+elimnet.extensions, where config.py finds them. compress/__init__ imports every module of this
+package, so nothing else lists compressions.
 
 A saved model stores the resolved specs, so loading replays `apply` on a fresh arch and
 then loads the weights: no pickled code, and no data needed to rebuild.
@@ -22,7 +23,9 @@ from typing import Any, Callable
 
 import torch
 
+from elimnet import extensions
 from elimnet.fields import Field
+from elimnet.models.registry import get_spec
 from elimnet.models.staged import StagedNet
 
 
@@ -85,8 +88,23 @@ def register_transform(name: str, plan: Callable, apply: Callable, *, order: int
     params = params or {}
     if off is not None and not set(off) <= set(params):
         raise ValueError(f"transform {name!r}: off values for undeclared params {sorted(set(off) - set(params))}")
+    extensions.declare("compression", name, params, None if check is None else _with_arch_spec(check), order)
     TRANSFORMS[name] = Compression(name, plan, apply, order, params, off, label, check)
     return TRANSFORMS[name]
+
+
+def unregister_transform(name: str) -> None:
+    """Forget a transform and its params (tests that register a toy one clean up with it)."""
+    TRANSFORMS.pop(name, None)
+    extensions.withdraw("compression", name)
+
+
+def _with_arch_spec(check: Callable[[dict, Any], None]) -> Callable[[dict], None]:
+    """A compression's check(values, spec) as the registry's check(values): spec is model.arch's, read after the
+    families normalised it (simple_effnet + model.block=se -> simple_effnet_se)."""
+    def run(values: dict) -> None:
+        check(values, get_spec(values["model.arch"]))
+    return run
 
 
 def ordered() -> list[Compression]:

@@ -32,7 +32,9 @@ from tqdm import tqdm
 
 from elimnet.compress.imprint import blocks_of, fit_head, imprint_scan, preceding
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
+from elimnet import extensions
 from elimnet.errors import ConfigError
+from elimnet.fields import Field
 from elimnet.models.staged import StagedNet, eval_mode
 
 BATCH_SIZE = 32  # images per batch for data-dependent criteria (model.prune.batches of them)
@@ -80,9 +82,17 @@ class Criterion:
 CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(c: Criterion) -> Criterion:
+def register_criterion(c: Criterion, params: dict[str, Field] | None = None) -> Criterion:
+    """Register a criterion; `params` is its own section of params.yaml (e.g. model.prune.<name>.*)."""
+    extensions.declare("criterion", c.name, params)
     CRITERIA[c.name] = c
     return c
+
+
+def unregister_criterion(name: str) -> None:
+    """Forget a criterion and its params (tests that register a toy one clean up with it)."""
+    CRITERIA.pop(name, None)
+    extensions.withdraw("criterion", name)
 
 
 def list_criteria() -> list[str]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from elimnet.data.prepare import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
+from elimnet.errors import ConfigError
+from elimnet.fields import Field, is_str
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -43,7 +45,13 @@ def list_folder(root: str | Path) -> tuple[list[str], list[Sample], int]:
     return classes, samples, other
 
 
-@register_source("folder")
+def _check_path(values: dict) -> None:
+    if values["data.name"] == "folder" and not values["data.path"]:
+        raise ConfigError("data.path=null: must name an ImageFolder directory when data.name=folder")
+
+
+@register_source("folder", check=_check_path, params={
+    "data.path": Field(None, is_str(optional=True), "folder source: ImageFolder-layout directory")})
 def folder_source(cfg) -> SourceData:
     classes, samples, other = list_folder(cfg["data.path"])
     return SourceData("folder", classes, samples, channels=3, license="(user data)",

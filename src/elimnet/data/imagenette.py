@@ -18,6 +18,7 @@ from elimnet.data.download import OFFLINE_HINT, download, refuse_escapes
 from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.errors import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
+from elimnet.fields import Field, one_of
 
 # URLs and md5s as pinned by torchvision.datasets.Imagenette (fastai publishes md5 only).
 ARCHIVES = {
@@ -100,7 +101,9 @@ def list_imagenette(folder: Path) -> tuple[list[str], list[Sample]]:
     return [WNID_NAMES.get(w, w) for w in wnids], samples
 
 
-@register_source("imagenette")
+@register_source("imagenette", params={
+    "data.variant": Field("160", lambda v: one_of(["160", "320", "full"])(str(v)),  # -S data.variant=320 is an int
+                          "imagenette archive variant")})
 def imagenette_source(cfg) -> SourceData:
     folder = fetch_imagenette(cfg["data.root"], str(cfg["data.variant"]), deadline_s=cfg["data.download_timeout_s"])
     classes, samples = list_imagenette(folder)

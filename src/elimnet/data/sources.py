@@ -1,7 +1,10 @@
 """Data-source registry: each source lists labelled samples; `prepare` decodes them once.
 
-A source returns a `SourceData`: class names, and samples that know how to open their
-image (lazily, so a corrupt file is found, skipped and counted at decode time).
+A source is one module of elimnet.data that decorates its loader with `register_source(name,
+params=..., check=...)`: its own params section (data.<name>.* or a key only it reads) and its
+cross-checks land in elimnet.extensions, where config.py finds them; the package imports all its
+modules, so nothing lists sources. A source returns a `SourceData`: class names, and samples that
+know how to open their image (lazily, so a corrupt file is found, skipped and counted at decode time).
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
+from elimnet import extensions
 from elimnet.errors import ConfigError
+from elimnet.fields import Field
 
 
 @dataclass
@@ -45,11 +50,23 @@ def open_path(path: str | Path) -> Callable[[], Image.Image]:
 _SOURCES: dict[str, Callable] = {}
 
 
-def register_source(name: str):
+def register_source(name: str, params: dict[str, Field] | None = None,
+                    check: Callable[[dict], None] | None = None):
+    """Decorator: `fn(cfg) -> SourceData` is the source `name` (data.name=<name>); `check(values)` cross-checks
+    the flat values and should check only when data.name is this source."""
     def deco(fn: Callable):
+        if name in _SOURCES:
+            raise ValueError(f"data source {name!r} registered twice")
+        extensions.declare("source", name, params, check)
         _SOURCES[name] = fn
         return fn
     return deco
+
+
+def unregister_source(name: str) -> None:
+    """Forget a source and its params (tests that register a toy one clean up with it)."""
+    _SOURCES.pop(name, None)
+    extensions.withdraw("source", name)
 
 
 def list_sources() -> list[str]:

@@ -30,6 +30,7 @@ from elimnet.data.download import (OFFLINE_HINT, DownloadError, download_first, 
                                    sha256_file)
 from elimnet.data.prepare import DataError
 from elimnet.data.sources import Sample, SourceData, register_source
+from elimnet.fields import Field, int_range, num_range, one_of, str_map
 
 ANNOTATIONS_COMMIT = "508da019a19be9ebcdacf164e2152444e57cd12c"
 ANNOTATIONS_URLS = [
@@ -184,7 +185,14 @@ def taco_samples(coco: dict, root: str | Path, *, mapping: dict[str, str], paddi
                       stats={"taco": stats})
 
 
-@register_source("taco")
+@register_source("taco", params={
+    "data.taco.padding": Field(0.1, num_range(0.0, 1.0), "TACO crop padding, fraction of box side"),
+    "data.taco.min_size": Field(32, int_range(1), "TACO: smallest box side (px) kept"),
+    "data.taco.workers": Field(8, int_range(1, 64), "TACO parallel image downloads"),
+    "data.taco.mapping": Field({}, str_map, "TACO category name -> class name; others dropped"),
+    "data.taco.images": Field("original", one_of(["original", "640"]),
+                              "TACO photos fetched: original size or Flickr's 640 px copies (fast)"),
+})
 def taco_source(cfg) -> SourceData:
     coco = fetch_annotations(cfg["data.root"], deadline_s=cfg["data.download_timeout_s"])
     return taco_samples(coco, cfg["data.root"], mapping=cfg["data.taco.mapping"] or DEFAULT_MAPPING,

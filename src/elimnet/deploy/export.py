@@ -60,7 +60,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int, in_ch
         op = failed_op(e)
         what = f"operator {op} has no ONNX translation" if op else f"exporter failed ({_first_line(e)})"
         raise ExportError(f"{name or path.name}: cannot export to ONNX: {what}; replace that layer or keep "
-                          f"bench.onnx=false / deploy.precision off for this arch") from None
+                          f"bench.ort=false / deploy.precision off for this arch") from None
     return path
 
 

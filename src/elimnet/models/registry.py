@@ -3,6 +3,10 @@
 A family file registers a builder that returns a random-init `StagedNet` with an
 ImageNet (1000-class) classifier, and, where pretrained weights exist, a loader that
 returns the same net with those weights. Nothing else in the code names an arch.
+
+A family may also call `register_family`: to declare params only its archs read (simple_effnet's
+model.block) with their cross-check, or to resolve arch names under a prefix at run time (the timm
+adapter's `timm/<name>`). The models package imports all its modules, so nothing lists families.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from elimnet import extensions
 from elimnet.errors import ConfigError
+from elimnet.fields import Field
 from elimnet.models.staged import StagedNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,18 +67,57 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-_TIMM_SPECS: dict[str, ArchSpec] = {}
-TIMM_PREFIX = "timm/"  # model.arch=timm/<name>: any timm model with feature_info (models/timm_adapter.py)
+@dataclass(frozen=True)
+class Family:
+    """A registered family. With a `prefix`, names `<prefix><model>` are archs built on demand:
+    `check_name(arch)` -> None or what is allowed, `spec_fields(arch)` -> the ArchSpec's fields (mean and
+    std None where the family knows none: ImageNet's are filled in)."""
+    name: str
+    prefix: str | None = None
+    check_name: Callable[[str], str | None] | None = None
+    spec_fields: Callable[[str], dict] | None = None
+    help: str = ""
+
+
+_FAMILIES: dict[str, Family] = {}
+_PREFIXED_SPECS: dict[str, ArchSpec] = {}
+
+
+def register_family(name: str, *, params: dict[str, Field] | None = None, check: Callable[[dict], None] | None = None,
+                    prefix: str | None = None, check_name: Callable[[str], str | None] | None = None,
+                    spec_fields: Callable[[str], dict] | None = None, help: str = "") -> Family:
+    """Declare a family's params (and their cross-check `check(values)`, which may normalise model.arch), or
+    the prefix under which it resolves arch names (with `check_name` and `spec_fields`)."""
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} registered twice")
+    if prefix is not None and (check_name is None or spec_fields is None):
+        raise ValueError(f"model family {name!r}: a prefix needs check_name and spec_fields")
+    extensions.declare("family", name, params, check)
+    _FAMILIES[name] = Family(name, prefix, check_name, spec_fields, help)
+    return _FAMILIES[name]
+
+
+def unregister_family(name: str) -> None:
+    """Forget a family and its params (tests that register a toy one clean up with it)."""
+    _FAMILIES.pop(name, None)
+    extensions.withdraw("family", name)
+
+
+def _prefixed_family(name) -> Family | None:
+    if not isinstance(name, str):
+        return None
+    return next((f for f in _FAMILIES.values() if f.prefix and name.startswith(f.prefix)), None)
 
 
 def check_arch(name) -> str | None:
-    """None when `name` is a registered arch or timm/<a model timm knows>, else what is allowed."""
+    """None when `name` is a registered arch or <a family's prefix><a model it knows>, else what is allowed."""
     if name in _REGISTRY:
         return None
-    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        from elimnet.models.timm_adapter import check_name
-        return check_name(name)
-    return f"one of {', '.join(list_models())} or timm/<name> (a timm model with feature_info)"
+    family = _prefixed_family(name)
+    if family is not None:
+        return family.check_name(name)
+    prefixed = "".join(f" or {f.prefix}<name> ({f.help})" for f in _FAMILIES.values() if f.prefix)
+    return f"one of {', '.join(list_models())}{prefixed}"
 
 
 def has_model(name: str) -> bool:
@@ -82,13 +127,13 @@ def has_model(name: str) -> bool:
 def get_spec(name: str) -> ArchSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        if name not in _TIMM_SPECS:  # built once per process: finding the stages runs the model
-            from elimnet.models.timm_adapter import timm_spec_fields  # lazy: timm is imported only for timm archs
-            fields = timm_spec_fields(name)
+    family = _prefixed_family(name)
+    if family is not None:
+        if name not in _PREFIXED_SPECS:  # built once per process: finding the stages may run the model
+            fields = family.spec_fields(name)
             fields["mean"], fields["std"] = fields["mean"] or IMAGENET_MEAN, fields["std"] or IMAGENET_STD
-            _TIMM_SPECS[name] = ArchSpec(**fields)
-        return _TIMM_SPECS[name]
+            _PREFIXED_SPECS[name] = ArchSpec(**fields)
+        return _PREFIXED_SPECS[name]
     raise ConfigError(f"model.arch={name}: must be {check_arch(name)}")
 
 

@@ -29,7 +29,8 @@ from torch import nn
 
 from elimnet.errors import ConfigError
 from elimnet.models.efficientnet_lite import _init_weights
-from elimnet.models.registry import register_model
+from elimnet.fields import Field, int_range, one_of
+from elimnet.models.registry import register_family, register_model
 from elimnet.models.staged import StagedNet
 
 SE_REDUCTION = 4  # seed 002: "internal rank reduction ratio R = 4"
@@ -229,8 +230,26 @@ def build_simple_effnet(num_classes: int = 1000, **genome) -> StagedNet:
 
 
 _COMMON = dict(family="simple_effnet", num_stages=NUM_STAGES, stage_names=STAGE_NAMES)
-# model.block picks the variant: config.py maps (simple_effnet, se) onto simple_effnet_se.
+# model.block picks the variant: the family's check maps (simple_effnet, se) onto simple_effnet_se.
 _BLOCKS = {"standard": "simple_effnet", "se": "simple_effnet_se", "condconv": "simple_effnet_condconv"}
+
+
+def _pick_block_variant(values: dict) -> None:
+    """model.block picks the arch's block variant; an explicit variant arch wins. Normalised here, once, when
+    the config is validated, so every stage sees the same arch."""
+    arch_block = {arch: block for block, arch in _BLOCKS.items()}.get(values["model.arch"])
+    if arch_block is not None:
+        block = arch_block if arch_block != "standard" else values["model.block"]
+        values["model.arch"], values["model.block"] = _BLOCKS[block], block
+    elif values["model.block"] != "standard":
+        raise ConfigError(f"model.block={values['model.block']}: must be standard for arch {values['model.arch']} "
+                          f"(block variants exist for {', '.join(sorted(_BLOCKS.values()))})")
+
+
+register_family("simple_effnet", check=_pick_block_variant, params={
+    "model.block": Field("standard", one_of(list(_BLOCKS)), "simple_effnet block type"),
+    "model.experts": Field(4, int_range(1, 64), "CondConv experts per layer (model.block=condconv)"),
+})
 
 
 @register_model("simple_effnet", meta={"block": "standard", "blocks": _BLOCKS}, **_COMMON)

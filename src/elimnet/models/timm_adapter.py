@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from elimnet.errors import ChecksumError, ConfigError, DownloadError
+from elimnet.models.registry import register_family
 from elimnet.models.staged import StagedNet
 
 PREFIX = "timm/"
@@ -218,11 +218,25 @@ def _act_layer(stages: list[nn.Module]) -> type[nn.Module]:
 
 
 def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[StagedNet, list[str]]:
-    """(StagedNet sharing `model`'s modules, stage names); ConfigError when the model does not fit."""
+    """(StagedNet sharing `model`'s modules, stage names); ConfigError when the model does not fit.
+    The steps are the module doc's 1-5."""
     if not getattr(model, "feature_info", None):
         raise _fail(name, "has no feature_info (stage boundaries); must be a timm model that has one")
     infos = [(d["module"], d["reduction"]) for d in model.feature_info]
-    features = [f for f, _ in infos]
+    x, feats, elems = _unroll_features(model, name, image_size, [f for f, _ in infos])
+    stem, segs, tail, kept = _cut_stages(elems, infos, name)
+    stages = [_stage(seg) for seg in segs]
+    logits, pool, pre, post, cls = _split_head(model, feats, name)
+    head = _seq([m for _, m in tail] + pre + ([_pool(name, "global_pool", pool)] + post if post else []))
+    net = StagedNet(_seq([m for _, m in stem]), stages, head, nn.Sequential(*cls), pool=pool,
+                    act_layer=_act_layer(stages))
+    _check_logits(net, x, logits, name)
+    net.train()  # like every freshly built model
+    return net, [f or "stem" for f, _ in kept]
+
+
+def _unroll_features(model: nn.Module, name: str, image_size: int, features: list[str]):
+    """Steps 1-2: (input, forward_features' output, [(path, module)] whose chain reproduces that output)."""
     model.eval()
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     tr = _Trace(model)
@@ -248,13 +262,19 @@ def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[
     if not _close(y, feats):
         raise _fail(name, "forward_features is not a sequence of its modules (e.g. functional ops between "
                           "stages); no stage view")
+    return x, feats, elems
 
-    # each feature boundary -> index of the last element at or inside (or around) its module
-    def covers(p: str, f: str) -> bool:
-        return p == f or p.startswith(f + ".") or f.startswith(p + ".") or f == ""
-    bounds, kept = [], []  # kept: (feature path, reduction) of each boundary that cuts somewhere new
+
+def _covers(p: str, f: str) -> bool:
+    """Element path `p` is at, inside or around feature module `f`."""
+    return p == f or p.startswith(f + ".") or f.startswith(p + ".") or f == ""
+
+
+def _cut_stages(elems: list, infos: list[tuple[str, int]], name: str):
+    """Step 3: (stem, stage segments, tail = the head's leading elements, kept boundaries (path, reduction))."""
+    bounds, kept = [], []  # each boundary that cuts somewhere new -> index of its last element
     for f, red in infos:
-        idx = [i for i, (p, _) in enumerate(elems) if covers(p, f)]
+        idx = [i for i, (p, _) in enumerate(elems) if _covers(p, f)]
         if not idx or (bounds and idx[-1] <= bounds[-1]):
             continue  # same block as the previous boundary
         bounds.append(idx[-1])
@@ -275,29 +295,35 @@ def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[
         stem += segs.pop(0)
         kept.pop(0)
     if segs and opened(kept[0][0]):  # what runs before the first opened stage (ConvNeXt's stem) is the stem
-        while segs[0] and not covers(segs[0][0][0], kept[0][0]):
+        while segs[0] and not _covers(segs[0][0][0], kept[0][0]):
             stem.append(segs[0].pop(0))
     while segs and segs[0] and _is_layer(segs[0][0][1]):  # ResNet's maxpool, GhostNet's bn1/act1
         stem.append(segs[0].pop(0))
     if not segs or not all(segs):
         raise _fail(name, "feature_info leaves no stage with blocks; no stage view")
-    stages = []
-    for seg in segs:
-        blocks: list[list[nn.Module]] = []
-        lead: list[nn.Module] = []
-        for _, m in seg:
-            if _is_layer(m) and blocks:
-                blocks[-1].append(m)  # a lone layer joins the block before it
-            elif _is_layer(m):
-                lead.append(m)
-            else:
-                blocks.append(lead + [m])
-                lead = []
-        if lead:
-            blocks.append(lead)
-        stages.append(nn.Sequential(*[_seq(b) for b in blocks]))
+    return stem, segs, tail, kept
 
-    # forward_head: pre-pool layers, the pool, per-channel layers on the 1x1 map, then the classifier
+
+def _stage(seg: list) -> nn.Sequential:
+    """A stage's blocks; a lone layer joins the block before it (or, leading, the block after it)."""
+    blocks: list[list[nn.Module]] = []
+    lead: list[nn.Module] = []
+    for _, m in seg:
+        if _is_layer(m) and blocks:
+            blocks[-1].append(m)
+        elif _is_layer(m):
+            lead.append(m)
+        else:
+            blocks.append(lead + [m])
+            lead = []
+    if lead:
+        blocks.append(lead)
+    return nn.Sequential(*[_seq(b) for b in blocks])
+
+
+def _split_head(model: nn.Module, feats: torch.Tensor, name: str):
+    """Step 4: forward_head as (logits, the pool, layers before it, per-channel layers on the pooled map,
+    the classifier's layers)."""
     tr = _Trace(model)
     try:
         with torch.no_grad():
@@ -332,9 +358,11 @@ def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[
     if not cls or not isinstance(cls[-1], nn.Linear):
         last = cls[-1] if cls else final
         raise _fail(name, f"the classifier ends with {type(last).__name__}, not a Linear")
-    head = _seq([m for _, m in tail] + pre + ([_pool(name, "global_pool", pool)] + post if post else []))
-    net = StagedNet(_seq([m for _, m in stem]), stages, head, nn.Sequential(*cls), pool=pool,
-                    act_layer=_act_layer(stages))
+    return logits, pool, pre, post, cls
+
+
+def _check_logits(net: StagedNet, x: torch.Tensor, logits: torch.Tensor, name: str) -> None:
+    """Step 5: the view gives timm's own logits, or the arch is refused."""
     net.eval()
     try:
         with torch.no_grad():
@@ -344,8 +372,6 @@ def convert(model: nn.Module, name: str, image_size: int = TRACE_SIZE) -> tuple[
     if not ok:
         raise _fail(name, "the stage view does not reproduce timm's logits (its head is not a sequence of "
                           "modules); no stage view")
-    net.train()  # like every freshly built model
-    return net, [f or "stem" for f, _ in kept]
 
 
 # ----------------------------------------------------------------------------- weights
@@ -354,16 +380,9 @@ def _hf_id(name: str) -> str | None:
     return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_weights(name: str, cache_dir: str | Path) -> Path:
     """timm's hub file for `name`, at the revision pinned in the lock file (or pinned on first use)."""
+    from elimnet.data.download import sha256_file  # lazy: the data package imports its sources
     from elimnet.io import write_json
 
     hf_id = _hf_id(name)
@@ -382,7 +401,7 @@ def fetch_weights(name: str, cache_dir: str | Path) -> Path:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DownloadError(f"model.arch={PREFIX}{name} with model.weights=imagenet needs {repo}/{WEIGHTS_FILE} "
                             f"from huggingface.co ({type(e).__name__}: {first}); {OFFLINE_HINT}") from None
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if pin.get("sha256") and pin["sha256"] != digest:
         raise ChecksumError(f"{path}: sha256 {digest} differs from {pin['sha256']} pinned in {lock_path}; "
                             "delete the file to fetch it again, or the entry to pin a new revision")
@@ -429,3 +448,7 @@ def timm_spec_fields(arch: str) -> dict:
                 load_pretrained=load_pretrained if hf_id else None,
                 weights_name=hf_id, weights_url=f"https://huggingface.co/{hf_id}" if hf_id else None,
                 meta={"timm": name, "timm_version": timm.__version__})
+
+
+register_family("timm", prefix=PREFIX, check_name=check_name, spec_fields=timm_spec_fields,
+                help="a timm model with feature_info")

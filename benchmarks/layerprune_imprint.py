@@ -15,6 +15,7 @@ import torch
 
 from elimnet.compress import CompressContext
 from elimnet.compress.criteria import BATCH_SIZE
+from elimnet.compress.imprint import PROXIES
 from elimnet.compress.layerprune import candidates, score_blocks
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.models import create_model, get_spec, list_models
@@ -38,6 +39,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--criterion", default="imprint_ablation", choices=["imprint", "imprint_ablation"],
                    help="imprint_ablation branches per candidate; imprint (ICIP) reads the layer-wise curve only")
+    p.add_argument("--proxy", default="grid", choices=PROXIES, help="model.prune.imprint_proxy (grid imprints "
+                   "all --imprint images, gap_l2 the first model.prune.batches x 32 of them)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -64,7 +67,8 @@ def main() -> None:
     forward_s, forward_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
-    scores, extra = score_blocks(model, a.criterion, paths, ctx, batches=max(1, a.imprint // BATCH_SIZE))
+    scores, extra = score_blocks(model, a.criterion, paths, ctx, batches=max(1, a.imprint // BATCH_SIZE),
+                                 imprint_proxy=a.proxy)
     scan_s, scan_cpu = time.perf_counter() - t0, time.process_time() - c0
     n = a.imprint + a.val
     print(f"{a.arch} {a.size}px, threads={torch.get_num_threads()}, {len(paths)} candidates, "

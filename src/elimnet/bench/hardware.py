@@ -4,6 +4,8 @@ fp32 matmul peak, so that every latency can also be read as a share of what the 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import platform
 import time
@@ -60,15 +62,28 @@ def peak_fp32_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
         torch.set_num_threads(before)
 
 
-def hardware_block(threads: int, probe: bool = True) -> dict:
-    """The `hardware` block of metrics/latency.json."""
+def machine_description() -> dict:
+    """What a timing depends on besides threads: CPU model, ISA, cores, torch and onnxruntime builds."""
     import torch
 
     from elimnet.bench.ort_timing import onnxruntime_version
 
     model, flags = cpu_info()
-    return {"cpu": model, "machine": platform.machine(), "isa": isa(flags), "threads": threads,
-            "cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime_version(),
+    return {"cpu": model, "machine": platform.machine(), "isa": isa(flags), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime_version()}
+
+
+def hardware_fingerprint() -> dict:
+    """machine_description() plus `id`, a short hash of it: timings with different ids are never mixed."""
+    desc = machine_description()
+    return {**desc, "id": hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]}
+
+
+def hardware_block(threads: int, probe: bool = True) -> dict:
+    """The `hardware` block of metrics/latency.json."""
+    d = machine_description()
+    return {"cpu": d["cpu"], "machine": d["machine"], "isa": d["isa"], "threads": threads, "cpus": d["cpus"],
+            "torch": d["torch"], "onnxruntime": d["onnxruntime"],
             "peak_fp32_gflops": peak_fp32_gflops(threads) if probe else None}
 
 

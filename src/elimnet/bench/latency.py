@@ -16,26 +16,35 @@ import torch
 Runner = Callable[[], Any]
 
 
-def latency_stats(samples_ms: list[float], batch_size: int) -> dict:
-    """Median, p10/p90, mean, coefficient of variation and throughput of per-batch times."""
+def latency_stats(samples_ms: list[float], batch_size: int, ci95: bool = False) -> dict:
+    """Median, p10/p90, mean, coefficient of variation and throughput of per-batch times
+    (`ci95`: also a bootstrap 95% CI of the median, `ci95_ms`)."""
     a = np.asarray(samples_ms, dtype=float)
     med = float(np.median(a))
-    return {"median_ms": med, "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)),
-            "mean_ms": float(a.mean()), "cv": float(a.std() / a.mean()) if a.mean() > 0 else 0.0,
-            "repeats": int(a.size), "images_per_s": batch_size * 1000.0 / med if med > 0 else None}
+    out = {"median_ms": med, "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)),
+           "mean_ms": float(a.mean()), "cv": float(a.std() / a.mean()) if a.mean() > 0 else 0.0,
+           "repeats": int(a.size), "images_per_s": batch_size * 1000.0 / med if med > 0 else None}
+    if ci95:
+        out["ci95_ms"] = median_ci95(a)
+    return out
 
 
+def median_ci95(samples_ms, seed: int = 0, resamples: int = 1000) -> list[float]:
+    """95% bootstrap CI of the median (fixed seed: the same samples give the same CI)."""
+    a = np.asarray(samples_ms, dtype=float)
+    boots = np.median(np.random.default_rng(seed).choice(a, size=(resamples, a.size)), axis=1)
+    return [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
 
 
 def time_runners(runners: dict[str, Runner], batch_size: int, *, device: str = "cpu", warmup: int = 3,
                  repeats: int = 20, budget_s: float = 3.0, min_repeats: int = 3,
-                 noisy_cv: float | None = None) -> dict[str, dict]:
+                 noisy_cv: float | None = None, ci95: bool = False) -> dict[str, dict]:
     """Time each runner, round-robin: repeat i of every runner before repeat i+1 of any.
 
     Stops after `repeats` rounds or once `budget_s` per runner is spent (but never before
     `min_repeats` rounds, so a median means something). With `noisy_cv`, each result gets
     `noisy: true` when its coefficient of variation is still above it at the end (a loaded
-    machine: the median may be off, the report warns).
+    machine: the median may be off, the report warns). `ci95` adds each median's bootstrap CI.
     """
     dev = torch.device(device)
     for run in runners.values():
@@ -50,7 +59,7 @@ def time_runners(runners: dict[str, Runner], batch_size: int, *, device: str = "
             samples[name].append(_time_once(run, dev))
         if i + 1 >= min_repeats and time.perf_counter() > deadline:
             break
-    out = {name: latency_stats(s, batch_size) for name, s in samples.items()}
+    out = {name: latency_stats(s, batch_size, ci95) for name, s in samples.items()}
     if noisy_cv is not None:
         for st in out.values():
             st["noisy"] = st["cv"] > noisy_cv

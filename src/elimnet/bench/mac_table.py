@@ -120,18 +120,6 @@ def format_mac_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def candidate_mac_table(cfg, num_classes: int) -> dict:
-    """The table of the candidate the params describe (random init, no data), as `elimnet summary` sizes it."""
-    from elimnet.models import create_model
-    from elimnet.compress.build import build_candidate
-
-    torch.manual_seed(cfg["seed"])
-    from elimnet.models.registry import params_arch_args
-    base = create_model(cfg["model.arch"], arch_args=params_arch_args(cfg["model.arch"], cfg))
-    candidate, _, _ = build_candidate(cfg, base, num_classes, data_dir=None)
-    return mac_table(candidate, cfg["data.image_size"])
-
-
 def main(argv=None) -> int:
     from elimnet.models.simple_effnet import build_simple_effnet
 

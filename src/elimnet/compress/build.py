@@ -28,7 +28,7 @@ def build_candidate(cfg, base: StagedNet, num_classes: int, data_dir: str | Path
                     latency_table=None) -> tuple[StagedNet, list[dict], StagedNet]:
     """(candidate, its steps, the full twin) from a 1000-class base.
 
-    `latency_table`: where LayerPrune keeps its per-block timings (a path, or layerprune.LatencyCache).
+    `latency_table`: where LayerPrune keeps its per-block timings (a path, or bench.block_table.LatencyCache).
 
     The full twin is the same base with every registered compression switched off, so it gets
     the same fresh classifier as the candidate and nothing else.

@@ -5,13 +5,16 @@ help, and a `score` function. Adding one is one `register_criterion(...)` call h
 module imported by elimnet.compress); the check of model.prune.criterion (layerprune.py) allows
 exactly what the registry holds.
 
-Filter criteria (l1, l2, bn, taylor, activation) give one value per weight/BN/activation layer
-(the mean over its filters, as in seed 003). Layers of different width and depth are put on one
-scale before a block averages them (`normalize_layers`):
-- l1/l2 values are multiplied by sqrt(fan_in): He/Kaiming init and training keep weights at a
-  scale of about 1/sqrt(fan_in), so the plain norm falls with depth as layers widen;
-- every layer's value is then divided by the model-wide mean of its layer type (conv kxk,
-  depthwise kxk, linear, bn, act), so depthwise and pointwise layers weigh alike in a block.
+Filter criteria (l1, l2, bn, taylor, activation) give one value per weight/BN/activation layer,
+the mean over its filters of a per-filter score, and a block's score is the mean over its layers
+(`model.prune.normalize`, `normalize_layers`):
+- `none` (seed 003's plain mean, the default): l1 = the filter's L1 norm sum|w|, l2 its L2 norm;
+- `depth` (a rescaling across depth): l1/l2 per filter are mean|w| / RMS w times sqrt(fan_in)
+  (He/Kaiming init and training keep weights at a scale of about 1/sqrt(fan_in), so plain
+  values shift with depth as layers widen), and every layer's value is divided by the
+  model-wide mean of its layer type (conv kxk, depthwise kxk, linear, bn, act), so depthwise
+  and pointwise layers weigh alike in a block.
+taylor is Molchanov's per-filter sum of (w * dL/dw)^2, as the LayerPrune authors' code computes it.
 Imprint criteria give accuracies (one unit across depth) and are not normalised.
 
 Data-dependent criteria score with a fitted head: taylor differentiates the loss of a copy of
@@ -42,8 +45,8 @@ WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
 BN_LAYERS = (nn.modules.batchnorm._BatchNorm,)
 # Nonlinearities whose output `activation` reads (gates such as Sigmoid/Hardsigmoid are not features).
 ACT_LAYERS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish)
-NORMALIZATIONS = ("type_mean", "rank", "none")
-DEFAULT_NORMALIZATION = "type_mean"  # chosen by measurement, see docs/layerprune.md
+NORMALIZATIONS = ("none", "depth")  # model.prune.normalize
+DEFAULT_NORMALIZATION = "none"  # the seed's definition (docs/layerprune.md)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class ScoreRequest:
     batches: int = 4
     progress: bool = True
     normalization: str = DEFAULT_NORMALIZATION
+    imprint_proxy: str = "grid"  # imprint.PROXIES
 
     @property
     def blocks(self) -> list[str]:
@@ -130,39 +134,39 @@ LayerValues = dict[str, list[tuple[str, float]]]  # block path -> [(layer type, 
 
 
 def normalize_layers(per_block: LayerValues, method: str = DEFAULT_NORMALIZATION) -> dict[str, float]:
-    """Block score = mean over its layers of the layer value, made comparable model-wide."""
+    """Block score = mean over its layers of the layer value (`depth`: each value divided by the
+    model-wide mean of its layer type first)."""
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalization {method!r}: must be one of {', '.join(NORMALIZATIONS)}")
-    by_type: dict[str, list[float]] = {}
-    for layers in per_block.values():
-        for t, v in layers:
-            by_type.setdefault(t, []).append(v)
-    if method == "type_mean":
+    ref: dict[str, float] = {}
+    if method == "depth":
+        by_type: dict[str, list[float]] = {}
+        for layers in per_block.values():
+            for t, v in layers:
+                by_type.setdefault(t, []).append(v)
         ref = {t: _mean(vs) for t, vs in by_type.items()}
-        f = lambda t, v: v / ref[t] if ref[t] > 0 else 0.0  # noqa: E731
-    elif method == "rank":  # percentile of the value among all layers of its type
-        ranks = {t: sorted(vs) for t, vs in by_type.items()}
-        f = lambda t, v: (_mean(i for i, x in enumerate(ranks[t]) if x == v) / max(len(ranks[t]) - 1, 1)  # noqa: E731
-                          if len(ranks[t]) > 1 else 0.5)
-    else:
-        f = lambda t, v: v  # noqa: E731
-    return {p: _mean(f(t, v) for t, v in layers) for p, layers in per_block.items()}
+    scale = (lambda t, v: v / ref[t] if ref[t] > 0 else 0.0) if ref else (lambda t, v: v)  # noqa: E731
+    return {p: _mean(scale(t, v) for t, v in layers) for p, layers in per_block.items()}
 
 
 def _layers(block: nn.Module, kinds) -> list[nn.Module]:
     return [m for m in block.modules() if isinstance(m, kinds)]
 
 
-def weight_norm_values(model: StagedNet, blocks: list[str], p: int = 1, fan_in_scale: bool = True) -> LayerValues:
-    """Per weight layer: mean over filters of mean|w| (p=1) or RMS w (p=2), times sqrt(fan_in)
-    (`fan_in_scale=False`: the plain values, which fall with depth as layers widen)."""
+def weight_norm_values(model: StagedNet, blocks: list[str], p: int = 1,
+                       normalization: str = DEFAULT_NORMALIZATION) -> LayerValues:
+    """Per weight layer: mean over filters of the filter's L1 (p=1) or L2 (p=2) norm; with
+    `depth`, of mean|w| / RMS w times sqrt(fan_in) instead (see the module docstring)."""
     out = {}
     for path in blocks:
         vals = []
         for m in _layers(model.get_submodule(path), WEIGHT_LAYERS):
             w = m.weight.detach().flatten(1).float()  # one row per filter
-            f = w.abs().mean(1) if p == 1 else w.pow(2).mean(1).sqrt()
-            vals.append((layer_type(m), float(f.mean()) * (math.sqrt(fan_in(m)) if fan_in_scale else 1.0)))
+            if normalization == "depth":
+                f = (w.abs().mean(1) if p == 1 else w.pow(2).mean(1).sqrt()) * math.sqrt(fan_in(m))
+            else:
+                f = w.abs().sum(1) if p == 1 else w.pow(2).sum(1).sqrt()
+            vals.append((layer_type(m), float(f.mean())))
         out[path] = vals
     return out
 
@@ -180,8 +184,9 @@ def bn_values(model: StagedNet, blocks: list[str], paths: list[str]) -> LayerVal
 
 def taylor_values(model: StagedNet, blocks: list[str], split: TensorSplit, normalize: Normalizer, *,
                   batches: int, batch_size: int = BATCH_SIZE, seed: int = 0, progress: bool = True) -> LayerValues:
-    """Per weight layer: mean over filters of |sum(w * dL/dw)| (Molchanov's first-order term),
-    averaged over batches; `model` should carry a fitted head (see fit_head)."""
+    """Per weight layer: mean over filters of sum((w * dL/dw)^2) (Molchanov's first-order term, as
+    the LayerPrune authors' code sums it), averaged over batches; `model` should carry a fitted
+    head (see fit_head)."""
     layers = {path: _layers(model.get_submodule(path), WEIGHT_LAYERS) for path in blocks}
     params = [m.weight for ls in layers.values() for m in ls]
     acc = [torch.zeros(w.shape[0]) for w in params]
@@ -199,7 +204,7 @@ def taylor_values(model: StagedNet, blocks: list[str], split: TensorSplit, norma
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
             for a, w, g in zip(acc, params, grads):
                 if g is not None:
-                    a += (w.detach() * g).flatten(1).sum(1).abs().float().cpu()
+                    a += (w.detach() * g).flatten(1).pow(2).sum(1).float().cpu()
             n += 1
     out, i = {}, 0
     for path, ls in layers.items():
@@ -239,11 +244,12 @@ def activation_values(model: StagedNet, blocks: list[str], split: TensorSplit, n
 
 # ----------------------------------------------------------------------------- the criteria
 def _imprint_source(req: ScoreRequest) -> TensorSplit:
-    """Imprinting images: `batches * BATCH_SIZE` of the train split (seeded), else of val."""
+    """Imprinting images: the train split (else val); all of it for the `grid` proxy (the authors
+    imprint from the whole training set), `batches * BATCH_SIZE` of it (seeded) otherwise."""
     ctx = req.ctx
     source = ctx.train if ctx.train is not None and len(ctx.train) else ctx.val
     n = req.batches * BATCH_SIZE
-    if len(source) > n:
+    if req.imprint_proxy != "grid" and len(source) > n:
         idx = torch.randperm(len(source), generator=torch.Generator().manual_seed(ctx.seed))[:n].sort().values
         source = TensorSplit(source.images[idx], source.labels[idx])
     return source
@@ -251,7 +257,8 @@ def _imprint_source(req: ScoreRequest) -> TensorSplit:
 
 def _weight(p: int):
     def score(req: ScoreRequest):
-        scores = normalize_layers(weight_norm_values(req.model, req.blocks, p), req.normalization)
+        scores = normalize_layers(weight_norm_values(req.model, req.blocks, p, req.normalization),
+                                  req.normalization)
         return {q: scores[q] for q in req.paths}, {}
     return score
 
@@ -281,7 +288,7 @@ def _scan(req: ScoreRequest, ablation: bool):
     ctx = req.ctx
     return imprint_scan(req.model, _imprint_source(req), ctx.val, req.normalize, req.paths,
                         num_classes=ctx.num_classes, batch_size=BATCH_SIZE, ablation=ablation, device=req.device,
-                        progress=req.progress)
+                        progress=req.progress, proxy=req.imprint_proxy)
 
 
 def _scan_extra(r) -> dict:
@@ -332,10 +339,10 @@ def _imprint_ablation(req: ScoreRequest):
     return {p: r.full - r.without[p] for p in req.paths}, extra
 
 
-register_criterion(Criterion("l1", (), "mean |w| per filter x sqrt(fan-in), per-layer-type normalised", _weight(1)))
-register_criterion(Criterion("l2", (), "RMS w per filter x sqrt(fan-in), per-layer-type normalised", _weight(2)))
+register_criterion(Criterion("l1", (), "L1 norm per filter, averaged per layer then per block (normalize=depth: x sqrt(fan-in) / layer-type mean)", _weight(1)))
+register_criterion(Criterion("l2", (), "L2 norm per filter, averaged per layer then per block (normalize=depth: x sqrt(fan-in) / layer-type mean)", _weight(2)))
 register_criterion(Criterion("bn", (), "mean |gamma| of the block's BatchNorms, normalised", _bn))
-register_criterion(Criterion("taylor", ("train",), "|sum w.dL/dw| per filter with an imprinted head", _taylor))
+register_criterion(Criterion("taylor", ("train",), "sum (w.dL/dw)^2 per filter with an imprinted head (the authors' form)", _taylor))
 register_criterion(Criterion("activation", ("val",), "mean feature map after each nonlinearity", _activation))
 register_criterion(Criterion("imprint", ("val",), "ICIP 2020: imprinted accuracy gained over the preceding layer",
                              _imprint, proxy=True))

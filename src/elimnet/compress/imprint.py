@@ -1,8 +1,13 @@
 """Weight imprinting: a training-free proxy for accuracy, layer by layer (seed 003, ICIP 2020).
 
-An embedding is the adaptively average-pooled, L2-normalised feature map. An imprinted
-classifier holds one weight per class, the mean of that class's embeddings, and predicts the
-class whose weight has the largest dot product with an image's embedding. Two variants:
+An embedding is a pooled feature map, in one of two proxies (`model.prune.imprint_proxy`):
+- `grid` (the authors' imprinting code, the default): each feature map is average-pooled to a
+  grid of side round(sqrt(512 / C)), so every layer gives about 512 features, and is not
+  normalised per sample; LayerPrune imprints from the whole training split;
+- `gap_l2` (this project's earlier proxy): global average pool, L2-normalised per sample;
+  LayerPrune imprints from `model.prune.batches` x 32 training images.
+An imprinted classifier holds one weight per class, the mean of that class's embeddings, and
+predicts the class whose weight has the largest dot product with an image's embedding. Two variants:
 - normalised means (Qi et al., CVPR 2018): each class mean is L2-normalised, so every class
   competes on direction alone. This is the variant LayerPrune scores with;
 - raw means (the seed's formula, W[:, c] = mean of E_j): a class whose embeddings spread more
@@ -21,6 +26,7 @@ that criteria reading a loss (taylor) see a fitted head instead of a freshly ini
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -32,14 +38,26 @@ from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.models.staged import StagedNet, eval_mode
 
 VARIANTS = ("normalized", "raw")  # class means L2-normalised (Qi et al.) or not (the seed's formula)
+PROXIES = ("grid", "gap_l2")  # embeddings: the authors' ~512-feature grid, or global pool + L2 (see above)
+GRID_FEATURES = 512  # features per layer the grid proxy aims at (the authors' `target`)
 HEAD_SCALE = 10.0  # logit scale of the imprinted cosine head: softmax neither flat nor one-hot
 
 
-def embed(features: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] feature maps (or [B, C] pooled) -> [B, C] pooled, L2-normalised embeddings."""
+def grid_side(channels: int, features: int = GRID_FEATURES) -> int:
+    """Side of the pooled grid that leaves about `features` values for `channels` maps (at least 1)."""
+    return max(1, round(math.sqrt(features / channels)))
+
+
+def embed(features: torch.Tensor, proxy: str = "gap_l2") -> torch.Tensor:
+    """[B, C, H, W] feature maps (or [B, C] pooled) -> [B, D] embeddings of the given proxy:
+    `gap_l2` D = C, L2-normalised; `grid` D = C * grid_side(C)**2 (maps already 1x1 stay so), raw."""
+    if proxy not in PROXIES:
+        raise ValueError(f"imprint proxy {proxy!r}: must be one of {', '.join(PROXIES)}")
     if features.dim() == 4:
-        features = F.adaptive_avg_pool2d(features, 1)
-    return F.normalize(torch.flatten(features, 1).float(), dim=1)
+        side = grid_side(features.shape[1]) if proxy == "grid" and features.shape[-1] > 1 else 1
+        features = F.adaptive_avg_pool2d(features, side)
+    flat = torch.flatten(features, 1).float()
+    return F.normalize(flat, dim=1) if proxy == "gap_l2" else flat
 
 
 class Imprinter:
@@ -132,8 +150,10 @@ def preceding(model: StagedNet, path: str) -> str:
 @torch.no_grad()
 def imprint_scan(model: StagedNet, imprint_split: TensorSplit, eval_split: TensorSplit, normalize: Normalizer,
                  candidates: list[str], *, num_classes: int | None = None, batch_size: int = 64,
-                 ablation: bool = True, device: torch.device | str = "cpu", progress: bool = True) -> ScanResult:
-    """Layer-wise imprinted accuracies (and, with `ablation`, each candidate skipped), both variants."""
+                 ablation: bool = True, device: torch.device | str = "cpu", progress: bool = True,
+                 proxy: str = "gap_l2") -> ScanResult:
+    """Layer-wise imprinted accuracies (and, with `ablation`, each candidate skipped), both variants,
+    on embeddings of the given `proxy`."""
     if len(imprint_split) == 0 or len(eval_split) == 0:
         raise ValueError("imprinting needs a non-empty imprinting split and a non-empty evaluation split")
     n_cls = num_classes or int(max(imprint_split.labels.max(), eval_split.labels.max())) + 1
@@ -151,19 +171,19 @@ def imprint_scan(model: StagedNet, imprint_split: TensorSplit, eval_split: Tenso
     def tail(x: torch.Tensor, start: int) -> torch.Tensor:
         for _, b in blocks[start:]:
             x = b(x)
-        return embed(model.neck(model.head(x)))
+        return embed(model.neck(model.head(x)), proxy)
 
     def run(split: TensorSplit, phase: str, bar) -> None:
         for x, y in iterate_batches(split, batch_size, normalize):
             x = model.stem(x.to(device))
-            out: dict = {("after", "stem"): embed(x)}
+            out: dict = {("after", "stem"): embed(x, proxy)}
             for i, (path, block) in enumerate(blocks):
                 if path in cand:  # branch: everything after this block, on this block's input
                     out[("without", path)] = tail(x, i + 1)
                 x = block(x)
                 if not isinstance(block, nn.Identity):
-                    out[("after", path)] = embed(x)
-            out["full"] = embed(model.neck(model.head(x)))
+                    out[("after", path)] = embed(x, proxy)
+            out["full"] = embed(model.neck(model.head(x)), proxy)
             for key, emb in out.items():
                 emb = emb.cpu()
                 for v in VARIANTS:

@@ -6,43 +6,33 @@ by a criterion from the registry in elimnet.compress.criteria (l1, l2, bn, taylo
 imprint = the ICIP 2020 rule, imprint_ablation); higher = more important.
 
 Selection: `model.prune.k` removes the k lowest-scored candidates; `model.prune.latency_budget`
-(<= 1: fraction of the full model's latency, > 1: ms) removes candidates in order of least
-importance per millisecond until the predicted latency holds the budget. Latencies come from a
-per-block table measured once per key (arch, structure, image size, batch size, backend,
-threads, hardware fingerprint) and cached in metrics/block_latency.json, so the selection is a
-pure function of the scores and that table. The resolved spec is the list of removed block
-paths, so a saved model replays without data.
+(<= 1: fraction of the full model's latency, > 1: ms) removes candidates in the criterion's
+order (`budget_rule: order`, least important first; `per_ms`: least importance per millisecond)
+until the predicted latency holds the budget, so the removed set is a prefix of that order.
+Latencies come from a per-block table (elimnet.bench.block_table) measured once per key and
+cached in metrics/block_latency.json, so the selection is a pure function of the scores and
+that table. The resolved spec is the list of removed block paths, so a saved model replays
+without data.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
-import os
-import platform
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from elimnet.bench.block_table import BUDGET_BATCH_SIZES, TABLE_BACKENDS, block_table, key_id, table_key
 from elimnet.compress.base import CompressContext, register_transform
 from elimnet.fields import Field, int_range, is_int, num_range, one_of
-from elimnet.compress.criteria import (BATCH_SIZE, CRITERIA, ScoreRequest, get_criterion,  # noqa: F401
-                                       list_criteria)
+from elimnet.compress.criteria import (BATCH_SIZE, CRITERIA, DEFAULT_NORMALIZATION, NORMALIZATIONS,  # noqa: F401
+                                       ScoreRequest, get_criterion, list_criteria)
+from elimnet.compress.imprint import PROXIES
 from elimnet.errors import ConfigError
-from elimnet.io import read_json, write_json
 from elimnet.models.staged import BlockInfo, StagedNet, count_params, replace_module, stage_view
 
 CHECK_SIZE = 64  # candidates must also keep their shape at this input side (apply re-checks there)
-BACKENDS = ("eager",)  # latency backends a budget can be measured with (ort once the deploy work lands)
-BUDGET_BATCH_SIZES = (1, 8, 64)  # as in seed 003
-TABLE_REPEATS, TABLE_BUDGET_S, TABLE_WARMUP = 30, 2.0, 3
+BUDGET_RULES = ("order", "per_ms")  # model.prune.budget_rule
 CHANCE_MARGIN = 0.05  # warn when the full net's proxy accuracy is within max(this, 2 SE) of chance
 
 
@@ -72,13 +62,13 @@ def check_data(criterion: str, ctx: CompressContext) -> None:
 
 
 def score_blocks(model: StagedNet, criterion: str, paths: list[str], ctx: CompressContext, *, batches: int = 4,
-                 progress: bool = True, normalization: str | None = None) -> tuple[dict[str, float], dict]:
+                 progress: bool = True, normalization: str = DEFAULT_NORMALIZATION,
+                 imprint_proxy: str = "grid") -> tuple[dict[str, float], dict]:
     """(path -> importance, criterion-specific extras). Higher = more important."""
     c = get_criterion(criterion)
     check_data(criterion, ctx)
-    req = ScoreRequest(model, list(paths), ctx, batches=batches, progress=progress)
-    if normalization is not None:
-        req.normalization = normalization
+    req = ScoreRequest(model, list(paths), ctx, batches=batches, progress=progress, normalization=normalization,
+                       imprint_proxy=imprint_proxy)
     return c.score(req)
 
 
@@ -104,20 +94,30 @@ def select_k(scores: dict[str, float], k: int) -> list[str]:
     return sorted(paths, key=lambda p: (scores[p], paths.index(p)))[:k]
 
 
-def removal_order(scores: dict[str, float], latency_ms: dict[str, float]) -> list[str]:
-    """Least importance per millisecond first; blocks whose removal costs nothing (score <= 0)
-    lead, the slowest of them first."""
+def removal_order(scores: dict[str, float], latency_ms: dict[str, float], rule: str = "order") -> list[str]:
+    """The order a budget removes blocks in. `order`: the criterion's ranking, least important
+    first (select_k's order). `per_ms`: least importance per millisecond first; blocks whose
+    removal the criterion scores below 0 (it gains) lead, lowest score first, as a score below 0
+    per ms has no meaning. Scores are never clipped, so no ties are made up."""
+    if rule not in BUDGET_RULES:
+        raise ConfigError(f"model.prune.budget_rule={rule}: must be one of {', '.join(BUDGET_RULES)}")
+    if rule == "order":
+        return select_k(scores, len(scores))
     paths = list(scores)
-    return sorted(paths, key=lambda p: (max(scores[p], 0.0) / max(latency_ms[p], 1e-9), -latency_ms[p],
-                                        paths.index(p)))
+
+    def key(p):
+        s = scores[p]
+        return (0, s, -latency_ms[p], paths.index(p)) if s < 0 else (1, s / max(latency_ms[p], 1e-9),
+                                                                      -latency_ms[p], paths.index(p))
+    return sorted(paths, key=key)
 
 
 def select_budget(scores: dict[str, float], latency_ms: dict[str, float], model_ms: float,
-                  target_ms: float) -> tuple[list[str], float]:
+                  target_ms: float, rule: str = "order") -> tuple[list[str], float]:
     """Remove in removal_order until the predicted latency (model_ms minus the removed blocks'
-    contributions) is <= target_ms; returns (removed paths, predicted ms)."""
+    contributions) is <= target_ms; returns (removed paths, predicted ms): a prefix of the order."""
     removed, predicted = [], model_ms
-    for p in removal_order(scores, latency_ms):
+    for p in removal_order(scores, latency_ms, rule):
         if predicted <= target_ms:
             break
         removed.append(p)
@@ -125,8 +125,9 @@ def select_budget(scores: dict[str, float], latency_ms: dict[str, float], model_
     return removed, predicted
 
 
-def select(scores: dict[str, float], table: dict, *, k: int = 0, budget: float | None = None) -> dict:
-    """The selection as a pure function of the scores and a latency table (see block_table)."""
+def select(scores: dict[str, float], table: dict, *, k: int = 0, budget: float | None = None,
+           rule: str = "order") -> dict:
+    """The selection as a pure function of the scores and a latency table (bench.block_table)."""
     blocks = {p: table["blocks"][p]["median_ms"] for p in scores}
     model_ms, ref_ms = table["model"]["median_ms"], table["reference"]["median_ms"]
     out = {"model_ms": model_ms, "reference_ms": ref_ms}
@@ -142,139 +143,15 @@ def select(scores: dict[str, float], table: dict, *, k: int = 0, budget: float |
             f"model.prune.latency_budget={budget:g}: {target:.2f} ms is below {floor:.2f} ms, the table's bs={bs} "
             f"latency with all {len(blocks)} candidates removed (full model {ref_ms:.2f} ms); must be >= "
             f"{floor / ref_ms:.3f} (fraction) or >= {floor:.2f} (ms)")
-    removed, predicted = select_budget(scores, blocks, model_ms, target)
-    out.update(removed=removed, predicted_ms=predicted, target_ms=target, floor_ms=floor)
+    removed, predicted = select_budget(scores, blocks, model_ms, target, rule)
+    out.update(removed=removed, predicted_ms=predicted, target_ms=target, floor_ms=floor, budget_rule=rule)
     return out
 
 
 # ----------------------------------------------------------------------------- latency table
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
-
-
-def hardware_fingerprint() -> dict:
-    """CPU model, the ISA flags that matter for kernels, cores, torch build; `id` hashes them."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware") and model in ("", platform.machine(), platform.processor()):
-                model = val.strip()
-            elif key in ("flags", "features"):
-                flags |= set(val.split())
-    except OSError:
-        pass
-    fp = {"cpu": model, "flags": sorted(f for f in _FLAGS if f in flags), "cores": os.cpu_count(),
-          "machine": platform.machine(), "torch": torch.__version__}
-    fp["id"] = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
-    return fp
-
-
-def table_key(model: StagedNet, arch: str, image_size: int, batch_size: int, backend: str,
-              threads: int | None = None) -> dict:
-    """What a block's timing depends on. `structure` hashes the block shapes (elim/neck change them)."""
-    view = stage_view(model, [f"stage{i}" for i in range(len(model.stages))], image_size=image_size)
-    shapes = [[b.path, b.in_shape, b.out_shape, b.params] for b in view.blocks]
-    shapes.append([type(model.head).__name__, type(model.neck).__name__])
-    return {"arch": arch, "structure": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12],
-            "image_size": image_size, "batch_size": batch_size, "backend": backend,
-            "threads": threads or torch.get_num_threads(), "hardware": hardware_fingerprint()["id"]}
-
-
-def key_id(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _stats(samples: list[float], seed: int = 0) -> dict:
-    """Median with a 95% bootstrap CI (fixed seed: the same samples give the same CI)."""
-    a = np.asarray(samples, dtype=float)
-    boots = np.median(np.random.default_rng(seed).choice(a, size=(1000, a.size)), axis=1)
-    return {"median_ms": float(np.median(a)), "ci95_ms": [float(np.percentile(boots, 2.5)),
-                                                         float(np.percentile(boots, 97.5))],
-            "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)), "repeats": int(a.size)}
-
-
-class _Replay(nn.Module):
-    """Runs one block on its recorded input, ignoring the benchmark's image."""
-
-    def __init__(self, block: nn.Module, x: torch.Tensor):
-        super().__init__()
-        self.block = block
-        self.register_buffer("x", x)
-
-    def forward(self, _):
-        return self.block(self.x)
-
-
-@torch.no_grad()
-def measure_block_table(model: StagedNet, paths: list[str], image_size: int, batch_size: int = 1, *,
-                        reference: StagedNet | None = None, repeats: int = TABLE_REPEATS,
-                        budget_s: float = TABLE_BUDGET_S, warmup: int = TABLE_WARMUP,
-                        progress: bool = True) -> dict:
-    """Eager CPU timings: the model, the reference (full) model, and each block alone on the input
-    it sees inside the model (removing it saves that much); all interleaved, round-robin."""
-    from elimnet.bench.latency import bench_input
-
-    x = bench_input(batch_size, image_size)
-    inputs: dict[str, torch.Tensor] = {}
-    m = copy.deepcopy(model).cpu().eval()
-    hooks = [m.get_submodule(p).register_forward_pre_hook(
-        lambda mod, inp, p=p: inputs.__setitem__(p, inp[0].detach().clone())) for p in paths]
-    m.forward_features(x)
-    for h in hooks:
-        h.remove()
-    runners = {"model": m}
-    if reference is not None:
-        runners["reference"] = copy.deepcopy(reference).cpu().eval()
-    runners.update({p: _Replay(m.get_submodule(p), inputs[p]).eval() for p in paths})
-    for r in runners.values():
-        for _ in range(warmup):
-            r(x)
-    samples: dict[str, list[float]] = {n: [] for n in runners}
-    deadline = time.perf_counter() + budget_s * len(runners)
-    for i in tqdm(range(repeats), desc="block latency", unit="round", disable=not progress, leave=False):
-        for name, r in runners.items():
-            t0 = time.perf_counter()
-            r(x)
-            samples[name].append((time.perf_counter() - t0) * 1000.0)
-        if i + 1 >= 5 and time.perf_counter() > deadline:
-            break
-    return {"model": _stats(samples["model"]), "reference": _stats(samples.get("reference", samples["model"])),
-            "blocks": {p: _stats(samples[p]) for p in paths}}
-
-
-@dataclass(frozen=True)
-class LatencyCache:
-    """Where block tables are cached; `store=False` reads only (elimnet summary must not modify a DVC output)."""
-    path: str | Path
-    store: bool = True
-
-
-def block_table(model: StagedNet, paths: list[str], key: dict, path: str | Path | LatencyCache | None = None, *,
-                reference: StagedNet | None = None, progress: bool = True) -> tuple[dict, bool]:
-    """(table, reused): the cached table for `key` from `path`, else measure it (and store it there)."""
-    store = True
-    if isinstance(path, LatencyCache):
-        path, store = path.path, path.store
-    kid = key_id(key)
-    doc = read_json(path) if path is not None and Path(path).exists() else {}
-    tables = doc.get("tables", {})
-    t = tables.get(kid)
-    if t is not None and set(paths) <= set(t["blocks"]):
-        return t, True
-    measured = measure_block_table(model, paths, key["image_size"], key["batch_size"], reference=reference,
-                                   progress=progress)
-    t = {"key": key, "hardware": hardware_fingerprint(), **measured}
-    if path is not None and store:
-        tables[kid] = t
-        write_json(path, {"tables": dict(sorted(tables.items()))})
-    return t, False
-
-
-def ensure_latency_file(path: str | Path) -> None:
-    """Create an empty table file when none exists (the DVC output exists even with LayerPrune off)."""
-    if not Path(path).exists():
-        write_json(path, {"tables": {}})
+def table_threads(cfg) -> int:
+    """The benchmark's thread rule (bench.threads, else torch's default), so both time alike."""
+    return cfg["bench.threads"] or torch.get_num_threads()
 
 
 def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet | None:
@@ -292,47 +169,59 @@ def _reference_model(model: StagedNet, cfg, ctx: CompressContext) -> StagedNet |
 
 
 # ----------------------------------------------------------------------------- plan / apply
-def plan_layerprune(model: StagedNet, cfg, ctx: CompressContext, *, progress: bool = True) -> dict | None:
+def _check_plan_params(cfg, model: StagedNet, ctx: CompressContext) -> list[BlockInfo]:
+    """The candidates, after the checks a plan needs before scoring anything."""
     k, budget, criterion = cfg["model.prune.k"], cfg["model.prune.latency_budget"], cfg["model.prune.criterion"]
-    if k == 0 and budget is None:
-        return None
     if k and budget is not None:
         raise ConfigError(f"model.prune.k={k} with model.prune.latency_budget={budget}: set only one "
                           "(k = blocks to remove, latency_budget = remove until the latency holds)")
     get_criterion(criterion)
     cands = candidates(model, ctx.image_size)
-    paths = [b.path for b in cands]
-    if k > len(paths):
-        raise ConfigError(f"model.prune.k={k}: must be <= {len(paths)}, the removal candidates (blocks whose output "
+    if k > len(cands):
+        raise ConfigError(f"model.prune.k={k}: must be <= {len(cands)}, the removal candidates (blocks whose output "
                           f"shape equals their input shape) of {ctx.arch} after model.elim={cfg['model.elim']}")
     check_data(criterion, ctx)
-    scores, extra = score_blocks(model, criterion, paths, ctx, batches=cfg["model.prune.batches"],
-                                 progress=progress)
+    return cands
+
+
+def _candidate_rows(cands: list[BlockInfo], scores: dict, table: dict, order: list[str], removed: list[str],
+                    per_block: dict) -> list[dict]:
+    ranks = {p: i + 1 for i, p in enumerate(order)}
+    return [{"path": b.path, "stage": b.stage, "index": b.index, "params": b.params, "score": scores[b.path],
+             "latency_ms": table["blocks"][b.path]["median_ms"], "latency_ci95_ms": table["blocks"][b.path]["ci95_ms"],
+             "rank": ranks[b.path], "removed": b.path in removed, "status": "removed" if b.path in removed else "kept",
+             **per_block.get(b.path, {})} for b in cands]
+
+
+def plan_layerprune(model: StagedNet, cfg, ctx: CompressContext, *, progress: bool = True) -> dict | None:
+    k, budget, criterion = cfg["model.prune.k"], cfg["model.prune.latency_budget"], cfg["model.prune.criterion"]
+    if k == 0 and budget is None:
+        return None
+    cands = _check_plan_params(cfg, model, ctx)
+    paths = [b.path for b in cands]
+    scores, extra = score_blocks(model, criterion, paths, ctx, batches=cfg["model.prune.batches"], progress=progress,
+                                 normalization=cfg["model.prune.normalize"],
+                                 imprint_proxy=cfg["model.prune.imprint_proxy"])
     warning = chance_warning(criterion, extra)
     if warning:
         print(warning["message"], file=sys.stderr)
     key = table_key(model, ctx.arch, ctx.image_size, cfg["model.prune.budget_batch_size"],
-                    cfg["model.prune.budget_backend"])
+                    cfg["model.prune.budget_backend"], table_threads(cfg))
     # "reused" is left out of the report: the model file must not depend on whether the table was cached.
     table, _ = block_table(model, paths, key, getattr(ctx, "latency_table", None),
-                           reference=_reference_model(model, cfg, ctx), progress=progress)
-    sel = select(scores, table, k=k, budget=budget)
+                           reference=_reference_model(model, cfg, ctx), cfg=cfg, seed=cfg["seed"])
+    rule = cfg["model.prune.budget_rule"]
+    sel = select(scores, table, k=k, budget=budget, rule=rule)
     removed = sel.pop("removed")
-    report = {"criterion": criterion, "mode": "k" if k else "latency_budget", "k": k, "latency_budget": budget,
-              "latency_table": {"id": key_id(key), **key}, **sel}
+    report = {"criterion": criterion, "normalize": cfg["model.prune.normalize"],
+              "imprint_proxy": cfg["model.prune.imprint_proxy"], "mode": "k" if k else "latency_budget", "k": k,
+              "latency_budget": budget, "latency_table": {"id": key_id(key), **key}, **sel}
     if warning:
         report["warning"] = warning
     report.update({k_: v for k_, v in extra.items() if k_ != "per_block"})
     lat = {p: table["blocks"][p]["median_ms"] for p in paths}
-    order = removal_order(scores, lat) if budget is not None else select_k(scores, len(paths))
-    ranks = {p: i + 1 for i, p in enumerate(order)}
-    per_block = extra.get("per_block", {})
-    report["candidates"] = [
-        {"path": b.path, "stage": b.stage, "index": b.index, "params": b.params, "score": scores[b.path],
-         "latency_ms": lat[b.path], "latency_ci95_ms": table["blocks"][b.path]["ci95_ms"], "rank": ranks[b.path],
-         "removed": b.path in removed, "status": "removed" if b.path in removed else "kept",
-         **per_block.get(b.path, {})}
-        for b in cands]
+    order = removal_order(scores, lat, rule if budget is not None else "order")
+    report["candidates"] = _candidate_rows(cands, scores, table, order, removed, extra.get("per_block", {}))
     # Model order keeps the spec readable; the set is what fixes the architecture.
     return {"removed": [p for p in paths if p in removed], "importance": report}
 
@@ -368,13 +257,21 @@ register_transform(
     params={
         "model.prune.k": Field(0, int_range(0), "LayerPrune: blocks removed (0 = off)"),
         "model.prune.criterion": Field("l1", one_of(list_criteria), "LayerPrune block ranking (compress/criteria.py)"),
+        "model.prune.normalize": Field(DEFAULT_NORMALIZATION, one_of(NORMALIZATIONS),
+                                       "LayerPrune filter criteria: none = the seed's plain mean, depth = rescaled"),
+        "model.prune.imprint_proxy": Field("grid", one_of(PROXIES),
+                                           "LayerPrune imprint criteria: grid = the authors' ~512-feature grid over "
+                                           "the whole train split, gap_l2 = global pool + L2 on batches x 32 images"),
         "model.prune.latency_budget": Field(None, num_range(0.0, optional=True, lo_open=True),
                                             "LayerPrune budget: <=1 fraction of the full model's latency, >1 ms"),
+        "model.prune.budget_rule": Field("order", one_of(BUDGET_RULES),
+                                         "LayerPrune budget: remove in the criterion's order, or by importance per ms"),
         "model.prune.batches": Field(4, int_range(1), "batches used by data-dependent criteria"),
         "model.prune.budget_batch_size": Field(
             1, lambda v: None if is_int(v) and v in BUDGET_BATCH_SIZES else "one of 1, 8, 64",
             "LayerPrune budget: batch size of the per-block latency table"),
-        "model.prune.budget_backend": Field("eager", one_of(BACKENDS), "LayerPrune budget: latency backend of the table"),
+        "model.prune.budget_backend": Field("eager", one_of(tuple(TABLE_BACKENDS)),
+                                            "LayerPrune budget: backend the per-block latency table is timed on"),
     })
 
 

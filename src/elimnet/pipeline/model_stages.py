@@ -8,7 +8,8 @@ import torch
 from elimnet.errors import StageError
 from elimnet.checkpoint import load_model, model_config, save_model
 from elimnet.compress.build import build_candidate, describe
-from elimnet.compress.layerprune import ensure_latency_file, importance_file
+from elimnet.bench.block_table import ensure_latency_file
+from elimnet.compress.layerprune import importance_file
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta
 from elimnet.io import write_json

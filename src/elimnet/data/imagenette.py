@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
-from elimnet.data.download import OFFLINE_HINT, download, refuse_escapes
+from elimnet.data.download import OFFLINE_HINT, download, extract_tar
 from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.errors import DataError
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
@@ -63,25 +62,6 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True, dead
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def extract_tar(archive: Path, target: Path) -> None:
-    """Extract into `target`; every member name and link target is resolved first, and the archive is
-    refused in one line (naming the first entry, counting all) if any would land outside `target`.
-    tarfile's "data" filter stays on as a second guard (device files, modes)."""
-    try:
-        with tarfile.open(archive) as tar:
-            entries = {}
-            for m in tar.getmembers():
-                entries[m.name] = m.name
-                # A symlink's target is relative to its own folder, a hard link's to the archive root.
-                if m.issym() or m.islnk():
-                    entries[f"{m.name} (link)"] = str(Path(m.name).parent / m.linkname) if m.issym() else m.linkname
-            refuse_escapes(target, entries, f"{archive}")
-            tar.extractall(target, filter="data")
-    except (tarfile.FilterError, tarfile.ReadError, EOFError) as e:
-        raise DataError(f"{archive}: cannot be extracted safely ({type(e).__name__}: {e}); "
-                        f"delete it to fetch again") from e
 
 
 def list_imagenette(folder: Path) -> tuple[list[str], list[Sample]]:

@@ -76,6 +76,20 @@ def _value_span(lines: list[str], key: str) -> tuple[int, int, int] | None:
     return start, end, indent
 
 
+def _key_lines(old: str, leaf: str, indent: int, value: Any, text: str) -> list[str]:
+    """The new line for `leaf: value`, written as the file writes it: null as an empty value unless the file
+    spells out `null`, and an inline comment kept at its column. Then the same without the comment."""
+    shown = show(value)
+    if value is None and not re.search(r":[ \t]+(null|~)[ \t]*(#.*)?$", text, re.M):
+        shown = ""  # DVC's writer (ruamel) leaves nulls empty: `path:`
+    head = f"{' ' * indent}{leaf}:" + (f" {shown}" if shown else "")
+    comment = re.search(r"\s#[^'\"]*$", old)  # (a '#' inside a quoted value is left alone)
+    if not comment:
+        return [head]
+    column = comment.start() + 1  # where the '#' stands
+    return [head + " " * max(1, column - len(head)) + comment.group(0)[1:], head]
+
+
 def restore_key(params_path: str | Path, key: str, value: Any) -> bool:
     """Set `key` to `value` in params.yaml by rewriting only its line; False when it already held it.
     Falls back to DVC's round-trip writer when the line cannot be found or the edit would not parse back."""
@@ -88,11 +102,9 @@ def restore_key(params_path: str | Path, key: str, value: Any) -> bool:
     span = _value_span(lines, key)
     if span is not None:
         start, end, indent = span
-        leaf = key.rsplit(".", 1)[-1]
-        comment = re.search(r"\s#[^'\"]*$", lines[start].rstrip("\n"))  # an inline comment stays
         expected = {**flatten(tree), key: value}
-        for tail in ([comment.group(0)] if comment else []) + [""]:
-            new_text = "".join(lines[:start] + [f"{' ' * indent}{leaf}: {show(value)}{tail}\n"] + lines[end:])
+        for line in _key_lines(lines[start].rstrip("\n"), key.rsplit(".", 1)[-1], indent, value, text):
+            new_text = "".join(lines[:start] + [line + "\n"] + lines[end:])
             try:
                 if flatten(yaml_load(new_text) or {}) == expected:
                     path.write_text(new_text)

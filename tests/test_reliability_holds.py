@@ -50,3 +50,24 @@ def test_metrics_are_byte_identical_across_reruns(tmp_path):
     assert set(runs[0]) >= {"data.json", "structure.json", "baseline/train.json", "candidate/eval.json",
                             "candidate/history.csv", "candidate/predictions.csv"}
     assert runs[0] == runs[1]
+
+
+def test_weights_mismatch_names_the_first_missing_unexpected_and_misshaped_keys(tmp_path):
+    """Before, the line ended in "(Error(s) in loading state_dict for StagedNet:)" with no key named."""
+    from elimnet.checkpoint import load_model, model_config
+    from elimnet.errors import CheckpointError
+    from elimnet.io import torch_save
+    from elimnet.models import create_model
+
+    model = create_model("simple_effnet")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first, second = list(state)[:2]
+    del state[first]
+    state["extra.weight"] = torch.zeros(2)
+    state[second] = torch.zeros(*state[second].shape, 1)
+    torch_save(tmp_path / "m.pt", {"config": model_config("simple_effnet", steps=[]), "state_dict": state})
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path / "m.pt")
+    msg = str(e.value)
+    want_shape = f"{second} {tuple(state[second].shape)} in the file, {tuple(model.state_dict()[second].shape)} in the arch"
+    assert "\n" not in msg and f"1 missing: {first}; 1 unexpected: extra.weight; 1 of another shape: {want_shape}" in msg

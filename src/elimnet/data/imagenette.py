@@ -16,6 +16,7 @@ from pathlib import Path
 from elimnet.data.download import OFFLINE_HINT, download, extract_tar
 from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.errors import DataError
+from elimnet.io import remove_stale_temps
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
 
 # URLs and md5s as pinned by torchvision.datasets.Imagenette (fastai publishes md5 only).
@@ -49,7 +50,8 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True, dead
         return folder
     archive = download(url, base / Path(url).name, md5=md5, progress=progress, offline_hint=OFFLINE_HINT,
                        deadline_s=deadline_s)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+    remove_stale_temps(base, f".{name}.")  # extractions a killed run left behind
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=base))
     try:
         extract_tar(archive, tmp)
         inner = tmp / name

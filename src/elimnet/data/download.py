@@ -6,8 +6,11 @@
     ok, failed = download_many([(url, dest), ...], workers=8)   # many small files in parallel
 
 - A file already at `dest` whose checksum matches is reused: a second run downloads nothing.
-- Bytes stream into `dest.part`; after a dropped connection the next try sends
-  `Range: bytes=N-` and appends (a server that ignores Range restarts from zero).
+- Bytes stream into `part_path(dest, url)` (one `.part` per URL: a mirror never resumes another's
+  bytes), with the strong ETag (else Last-Modified) they were served under in `<part>.validator`.
+  A retry resumes only with `Range` + `If-Range: <validator>` and appends only a 206 whose
+  Content-Range starts at the `.part`'s size (and names no other version); anything else restarts
+  from byte 0. The byte count must equal the announced total (`got != total` is an error).
 - The checksum is verified before the file is moved into place; a mismatch deletes the
   partial file and raises with both hashes.
 - Unreachable hosts raise one `DownloadError` naming the URL (and `offline_hint`).
@@ -16,11 +19,12 @@
   answers the resume with 416 and a total equal to its size.
 - `deadline_s` bounds one file's whole fetch, retries included (a slow drip never times out per
   read); the `.part` is kept, so a rerun resumes.
-- A body shorter than its Content-Length is an error (retried with Range). A body with neither a
-  length nor a checksum cannot be verified: it is kept, marked by `<dest>.unverified`, and listed
-  by `record_unverified()` (the prepare stage writes the list into metrics/data.json).
-- `refuse_escapes(root, names)`: archive members and annotation file names that would land
-  outside `root` are refused in one line naming the first, with the count.
+- A file with no pinned hash is never verified, whatever its length: it is marked by
+  `<dest>.unverified` and listed by `record_unverified()` on every run that fetches or reuses it
+  (the prepare stage writes the list into metrics/data.json).
+- `refuse_escapes(root, names)`: annotation file names that would land outside `root` are refused
+  in one line naming the first, with the count.
+- `extract_tar(archive, target)`: a checked extraction loop (docs/reliability.md, Archives).
 """
 from __future__ import annotations
 

@@ -37,6 +37,21 @@ def test_restore_after_dvcs_rewrite_gives_back_the_committed_bytes(tmp_path):
     assert restore_key(path, "model.prune.k", 0) is False  # already there: the file is not touched
 
 
+def test_restore_takes_the_committed_layout_of_a_block_list(tmp_path):
+    """A params.yaml dumped by DVC writes lists as blocks; after `-S bench.batch_sizes=[]` no list is left to
+    show the style, so the committed file (git HEAD) gives the key's lines back byte for byte."""
+    from dvc.utils.serialize import dump_yaml, modify_yaml
+
+    path = tmp_path / "params.yaml"
+    dump_yaml(path, defaults().nested())
+    committed = path.read_text()
+    assert "  batch_sizes:\n  - 1\n" in committed
+    with modify_yaml(path) as tree:
+        tree["bench"]["batch_sizes"] = []
+    restore_key(path, "bench.batch_sizes", [1, 8, 64], reference=committed)
+    assert path.read_text() == committed
+
+
 def test_changed_since_lock_names_every_difference(tmp_path):
     lock = tmp_path / "dvc.lock"
     lock.write_text("schema: '2.0'\nstages:\n  a:\n    params:\n      params.yaml:\n        train.lr: 0.01\n"

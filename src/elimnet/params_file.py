@@ -76,22 +76,64 @@ def _value_span(lines: list[str], key: str) -> tuple[int, int, int] | None:
     return start, end, indent
 
 
+def _block_list_offset(text: str) -> int | None:
+    """How far the `- ` items of the file's block lists stand right of their key (ruamel: 0), or None when
+    the file writes non-empty lists in flow style (`[1, 8, 64]`) or has no block list."""
+    if re.search(r":[ \t]*\[[^\]\s]", text):
+        return None
+    m = re.search(r"^([ \t]*)[^\s#-][^\n]*:[ \t]*\n([ \t]*)- ", text, re.M)
+    return len(m.group(2)) - len(m.group(1)) if m else None
+
+
 def _key_lines(old: str, leaf: str, indent: int, value: Any, text: str) -> list[str]:
-    """The new line for `leaf: value`, written as the file writes it: null as an empty value unless the file
-    spells out `null`, and an inline comment kept at its column. Then the same without the comment."""
-    shown = show(value)
+    """The new text for `leaf: value`, written as the file writes it: lists in its list style, null as an
+    empty value unless the file spells out `null`, an inline comment kept at its column. Then the same
+    without the comment."""
+    shown, items = show(value), ""
     if value is None and not re.search(r":[ \t]+(null|~)[ \t]*(#.*)?$", text, re.M):
         shown = ""  # DVC's writer (ruamel) leaves nulls empty: `path:`
+    offset = _block_list_offset(text)
+    if isinstance(value, list) and value and offset is not None and not any(isinstance(x, (list, dict)) for x in value):
+        shown, items = "", "".join(f"\n{' ' * (indent + offset)}- {show(x)}" for x in value)
     head = f"{' ' * indent}{leaf}:" + (f" {shown}" if shown else "")
     comment = re.search(r"\s#[^'\"]*$", old)  # (a '#' inside a quoted value is left alone)
     if not comment:
-        return [head]
+        return [head + items]
     column = comment.start() + 1  # where the '#' stands
-    return [head + " " * max(1, column - len(head)) + comment.group(0)[1:], head]
+    return [head + " " * max(1, column - len(head)) + comment.group(0)[1:] + items, head + items]
 
 
-def restore_key(params_path: str | Path, key: str, value: Any) -> bool:
-    """Set `key` to `value` in params.yaml by rewriting only its line; False when it already held it.
+def committed_text(params_path: str | Path) -> str | None:
+    """params.yaml as committed at git HEAD (None outside git): the layout a restored key had before
+    `dvc exp run -S` rewrote it (a block list, or `[1, 8, 64]`)."""
+    import subprocess
+
+    path = Path(params_path)
+    try:
+        out = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _committed_lines(reference: str | None, key: str, value: Any) -> list[str]:
+    """`key`'s lines in `reference` when they hold `value` there: the exact bytes to put back."""
+    if not reference:
+        return []
+    try:
+        if flatten(yaml_load(reference) or {}).get(key, object()) != value:
+            return []
+    except yaml.YAMLError:
+        return []
+    ref_lines = reference.splitlines(keepends=True)
+    span = _value_span(ref_lines, key)
+    return ["".join(ref_lines[span[0]:span[1]]).rstrip("\n")] if span else []
+
+
+def restore_key(params_path: str | Path, key: str, value: Any, reference: str | None = None) -> bool:
+    """Set `key` to `value` in params.yaml by rewriting only its lines; False when it already held it.
+    `reference` (e.g. committed_text()) gives the lines' exact layout where it holds the same value.
     Falls back to DVC's round-trip writer when the line cannot be found or the edit would not parse back."""
     path = Path(params_path)
     text = path.read_text()
@@ -103,7 +145,9 @@ def restore_key(params_path: str | Path, key: str, value: Any) -> bool:
     if span is not None:
         start, end, indent = span
         expected = {**flatten(tree), key: value}
-        for line in _key_lines(lines[start].rstrip("\n"), key.rsplit(".", 1)[-1], indent, value, text):
+        leaf = key.rsplit(".", 1)[-1]
+        for line in _committed_lines(reference, key, value) + _key_lines(lines[start].rstrip("\n"), leaf, indent,
+                                                                          value, text):
             new_text = "".join(lines[:start] + [line + "\n"] + lines[end:])
             try:
                 if flatten(yaml_load(new_text) or {}) == expected:

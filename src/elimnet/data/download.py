@@ -118,8 +118,10 @@ def _walk(target: Path, parts: list[str], links: set[str]) -> tuple[str | None, 
 
 def _member_refusal(target: Path, m: tarfile.TarInfo, links: set[str]) -> str:
     """Why member `m` must not be extracted into `target` (given the links extracted before it), or ""."""
-    if m.name.startswith("/") or "\0" in m.name:
+    if m.name.startswith("/"):
         return "is an absolute path"
+    if "\0" in m.name + m.linkname:
+        return "holds a NUL byte"
     where, why = _walk(target, m.name.split("/"), links)
     if where is None:
         return why

@@ -21,7 +21,7 @@ import yaml
 from elimnet.config import Config, load_params, schema
 from elimnet.errors import ConfigError, ElimnetError
 from elimnet.io import read_json, write_json
-from elimnet.params_file import changed_since_lock, locked_values, restore_key, show
+from elimnet.params_file import changed_since_lock, committed_text, locked_values, restore_key, show
 from elimnet.preflight import run_preflight
 
 SELF = "params"  # this stage's name in dvc.yaml
@@ -53,9 +53,9 @@ def _bad_keys(err: ElimnetError) -> list[str]:
 def _restore(params_path: Path, lock: Path, err: ElimnetError) -> str:
     """Put each key at fault back to its dvc.lock value (editing its line only); return, for the error
     line, what was put back and which other keys still differ from dvc.lock."""
-    locked = locked_values(lock)
+    locked, committed = locked_values(lock), committed_text(params_path)
     done = [f"{key}={show(locked[key])}" for key in _bad_keys(err)
-            if key in locked and restore_key(params_path, key, locked[key])]
+            if key in locked and restore_key(params_path, key, locked[key], reference=committed)]
     missing = [key for key in _bad_keys(err) if key not in locked]
     msg = f"; {params_path}: {', '.join(done)} restored from dvc.lock" if done else ""
     if missing:

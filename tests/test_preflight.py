@@ -131,3 +131,23 @@ def test_a_later_stage_failing_under_dvc_says_how_to_get_back(monkeypatch, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: could not download http://x/a.tgz") and "\n" not in err
     assert err.endswith(f"; {RECOVERY_HINT}") is hinted
+
+
+def test_only_stages_whose_params_changed_need_their_downloads(tmp_path, monkeypatch):
+    """An up-to-date prepare will not download: offline work on a cached imagenette experiment stays possible."""
+    from elimnet.pipeline.params_stage import _stale_stages
+    from elimnet.preflight import run_preflight
+
+    for name in ("params.yaml", "dvc.lock", "dvc.yaml"):
+        (tmp_path / name).write_text(head_file(name))
+    from elimnet.config import load_params
+
+    cfg = load_params(tmp_path / "params.yaml")
+    assert _stale_stages(cfg, tmp_path / "dvc.yaml", tmp_path / "dvc.lock") == set()  # as committed
+    moved = cfg.replace(**{"model.elim": 3})
+    assert _stale_stages(moved, tmp_path / "dvc.yaml", tmp_path / "dvc.lock") == {"compress"}
+    monkeypatch.setenv("ELIMNET_OFFLINE", "1")
+    imagenette = cfg.replace(**{"data.name": "imagenette", "data.root": str(tmp_path / "raw")})
+    run_preflight(imagenette, stale_stages={"compress"})
+    with pytest.raises(DownloadError, match="^data.name=imagenette: needs"):
+        run_preflight(imagenette, stale_stages={"prepare", "compress"})

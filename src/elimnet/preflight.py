@@ -31,14 +31,18 @@ class NetworkInput:
     url: str
     cached: bool
     offline: str  # what runs without the network
+    stage: str = ""  # the dvc.yaml stage that downloads it
 
 
-def run_preflight(cfg) -> None:
-    """Raise the first failing check's one-line error; return quietly when all pass."""
+def run_preflight(cfg, stale_stages: set[str] | None = None) -> None:
+    """Raise the first failing check's one-line error; return quietly when all pass. Network inputs are
+    checked only for `stale_stages` (None: all), the stages whose params changed since dvc.lock: an
+    up-to-date stage will not download, so offline work on a cached experiment stays possible."""
     check_prune_k(cfg)
     check_data_path(cfg)
     for need in network_inputs(cfg):
-        check_reachable(need)
+        if stale_stages is None or need.stage in stale_stages:
+            check_reachable(need)
 
 
 # ----------------------------------------------------------------------------- structure
@@ -97,16 +101,16 @@ def _data_input(cfg) -> NetworkInput | None:
         url, _ = imagenette.ARCHIVES[str(cfg["data.variant"])]
         folder = root / "imagenette" / Path(url).name.removesuffix(".tgz")
         cached = (folder / ".complete").exists() or (root / "imagenette" / Path(url).name).is_file()
-        return NetworkInput("data.name=imagenette", url, cached, OFFLINE_HINT)
+        return NetworkInput("data.name=imagenette", url, cached, OFFLINE_HINT, "prepare")
     if name == "taco":
         cached = (root / "taco" / "annotations.json").is_file()
-        return NetworkInput("data.name=taco", taco.ANNOTATIONS_URLS[0], cached, OFFLINE_HINT)
+        return NetworkInput("data.name=taco", taco.ANNOTATIONS_URLS[0], cached, OFFLINE_HINT, "prepare")
     if name == "fashion_mnist":
         files = fashion_mnist.FILES
         cached = all((fashion_mnist.DEBIAN_DIR / f).is_file() or (root / "fashion_mnist" / f).is_file()
                      for f in files)
         return NetworkInput("data.name=fashion_mnist", fashion_mnist.MIRRORS[0], cached,
-                            OFFLINE_HINT + " Or: apt-get install dataset-fashion-mnist.")
+                            OFFLINE_HINT + " Or: apt-get install dataset-fashion-mnist.", "prepare")
     return None  # elpv ships in a PyPI package; folder is local
 
 
@@ -119,7 +123,7 @@ def _weights_input(cfg) -> NetworkInput | None:
         return None
     cache = Path(cfg["data.root"]) / "weights"
     keys = f"model.arch={arch}, model.weights=imagenet"
-    return NetworkInput(keys, spec.weights_url, _weights_cached(arch, spec, cache), WEIGHTS_OFFLINE)
+    return NetworkInput(keys, spec.weights_url, _weights_cached(arch, spec, cache), WEIGHTS_OFFLINE, "pretrained")
 
 
 def _weights_cached(arch: str, spec, cache: Path) -> bool:

@@ -68,6 +68,13 @@ def _restore(params_path: Path, lock: Path, err: ElimnetError) -> str:
     return msg
 
 
+def _stale_stages(cfg: Config, dvc_yaml: str | Path, lock: Path) -> set[str]:
+    """Stages whose resolved params differ from the values dvc.lock ran them with (or that never ran)."""
+    locked = locked_values(lock)
+    return {stage for stage, keys in stage_params(dvc_yaml).items()
+            if any(locked.get(k, object()) != v for k, v in resolved_values(cfg, keys).items())}
+
+
 def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: str | Path, lock: str | Path,
                      out_dir: str | Path, restore: bool = True) -> dict[str, dict]:
     params_path, out_dir = Path(params_path), Path(out_dir)
@@ -75,7 +82,8 @@ def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: st
         raise ConfigError(f"--params {params_path}: no such file (the pipeline reads its params from one)")
     try:
         cfg = load_params(params_path, overrides)
-        run_preflight(cfg)  # what a later stage would refuse, refused while every output is in place
+        # What a later stage would refuse, refused while every output is in place.
+        run_preflight(cfg, stale_stages=_stale_stages(cfg, dvc_yaml, Path(lock)))
     except ElimnetError as e:
         if restore and not overrides and params_path.exists():
             raise type(e)(f"{e}{_restore(params_path, Path(lock), e)}") from None

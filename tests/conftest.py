@@ -140,12 +140,14 @@ class LoopbackServer:
     server.cut_after["/a.tar"] = 1000   # the next response for that path closes after 1000 bytes
     server.no_length.add("/a.tar")      # no Content-Length: the body ends when the connection closes
     server.drip["/a.tar"] = 0.05        # 256 bytes, then a pause of 0.05 s, and so on (a slow drip)
+    server.no_etag.add("/a.tar")        # no ETag: nothing a client can resume against (If-Range)
     server.requests -> [(path, headers dict)]
 
     A Range starting at or past the end is answered 416 with `Content-Range: bytes */<size>`, as S3 does.
     """
 
     def __init__(self):
+        import hashlib
         import http.server
         import threading
 
@@ -153,6 +155,7 @@ class LoopbackServer:
         self.cut_after: dict[str, int] = {}
         self.no_length: set[str] = set()
         self.drip: dict[str, float] = {}
+        self.no_etag: set[str] = set()
         self.requests: list[tuple[str, dict]] = []
         outer = self
 
@@ -170,7 +173,10 @@ class LoopbackServer:
                     return
                 data = outer.files[path]
                 start, status = 0, 200
+                etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
                 rng = self.headers.get("Range")
+                if self.headers.get("If-Range") not in (None, etag):  # changed since: the whole file
+                    rng = None
                 if rng and rng.startswith("bytes="):
                     start = int(rng[6:].split("-")[0])
                     status = 206
@@ -188,6 +194,8 @@ class LoopbackServer:
                 else:
                     self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
+                if path not in outer.no_etag:
+                    self.send_header("ETag", etag)
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()

@@ -130,3 +130,21 @@ def test_skipped_reasons_reach_metrics_data_json(tmp_path):
     assert list(data["skipped_reasons"]) == ["dog/broken.png"]
     assert data["skipped_reasons"]["dog/broken.png"] == "OSError: Truncated File Read"
     assert data["skipped_total"] == 1 and "skipped_files" not in data
+
+
+def test_the_per_class_cap_counts_readable_images(tmp_path):
+    """8 readable + 4 corrupt files per class, data.max_per_class=5: each class gets 5 readable images,
+    whichever files the seeded order tries first. Before, corrupt files took slots of the cap."""
+    samples = []
+    for c in range(2):
+        samples += [Sample(_img(40 + 100 * c + i), c, f"c{c}/ok{i}.png") for i in range(8)]
+        samples += [Sample(_corrupt, c, f"c{c}/broken{i}.png") for i in range(4)]
+    for seed in range(4):  # several orders: corrupt files come first in some, last in others
+        out = tmp_path / str(seed)
+        out.mkdir()
+        m = prepare(SourceData("toy", ["a", "b"], samples, channels=1), out, image_size=8, val_fraction=0.2,
+                    test_fraction=0.2, seed=seed, max_per_class=5)
+        per_class = [sum(m["splits"][s]["class_counts"][name] for s in ("train", "val", "test")) for name in "ab"]
+        assert per_class == [5, 5]
+        assert m["skipped_total"] == len(m["skipped_reasons"]) <= 8
+        assert all("broken" in ref for ref in m["skipped_reasons"])

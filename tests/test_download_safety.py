@@ -11,7 +11,7 @@ from test_sources import TACO_MAPPING, cfg_for, mini_taco  # noqa: F401 - a fixt
 
 import elimnet.data.download as download_mod
 from elimnet.data import imagenette, taco
-from elimnet.data.download import DownloadError, download, record_unverified, refuse_escapes
+from elimnet.data.download import DownloadError, download, part_path, record_unverified, refuse_escapes
 from elimnet.errors import DataError
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
@@ -26,28 +26,43 @@ def no_backoff(monkeypatch):
 # ----------------------------------------------------------------------------- complete .part
 def test_complete_part_with_checksum_is_finalised_without_a_request(http_server, tmp_path):
     http_server.files["/w.bin"] = PAYLOAD
-    (tmp_path / "w.bin.part").write_bytes(PAYLOAD)
-    dest = download(http_server.url("/w.bin"), tmp_path / "w.bin", sha256=SHA, progress=False)
+    url = http_server.url("/w.bin")
+    part_path(tmp_path / "w.bin", url).write_bytes(PAYLOAD)
+    dest = download(url, tmp_path / "w.bin", sha256=SHA, progress=False)
     assert dest.read_bytes() == PAYLOAD and http_server.requests == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
 
 
-def test_complete_part_without_checksum_is_finalised_on_416(http_server, tmp_path):
-    """The resume asks for bytes past the end; the 416's total equals the .part's size: done, no loop."""
+def test_complete_part_without_checksum_is_finalised_on_416(http_server, tmp_path, monkeypatch):
+    """Killed between the last byte and the rename: the resume asks for bytes past the end (If-Range: the
+    ETag it streamed under); the 416's total equals the .part's size: done, no loop, still unverified."""
     http_server.files["/w.bin"] = PAYLOAD
-    (tmp_path / "w.bin.part").write_bytes(PAYLOAD)
+    url, dest = http_server.url("/w.bin"), tmp_path / "w.bin"
+    real_replace = download_mod.os.replace
+
+    def killed(src, dst):
+        monkeypatch.setattr(download_mod.os, "replace", real_replace)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        download(url, dest, progress=False)
+    assert part_path(dest, url).stat().st_size == len(PAYLOAD) and not dest.exists()
     with record_unverified() as unverified:
-        dest = download(http_server.url("/w.bin"), tmp_path / "w.bin", progress=False)
-    assert dest.read_bytes() == PAYLOAD
-    assert [h.get("Range") for _, h in http_server.requests] == [f"bytes={len(PAYLOAD)}-"]
-    assert unverified == set()  # the size was checked against the server's total
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
+        assert download(url, dest, progress=False).read_bytes() == PAYLOAD
+    assert [h.get("Range") for _, h in http_server.requests] == [None, f"bytes={len(PAYLOAD)}-"]
+    assert http_server.requests[1][1]["If-Range"].startswith('"')
+    assert unverified == {str(dest)}  # complete, but no pinned hash says these are the right bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin", "w.bin.unverified"]
 
 
 def test_part_longer_than_the_file_starts_over(http_server, tmp_path):
     http_server.files["/w.bin"] = PAYLOAD
-    (tmp_path / "w.bin.part").write_bytes(PAYLOAD + b"stale tail")
-    dest = download(http_server.url("/w.bin"), tmp_path / "w.bin", sha256=SHA, progress=False)
+    url = http_server.url("/w.bin")
+    part = part_path(tmp_path / "w.bin", url)
+    part.write_bytes(PAYLOAD + b"stale tail")
+    download_mod._save_validator(part, url, {"ETag": '"' + SHA[:16] + '"'})
+    dest = download(url, tmp_path / "w.bin", sha256=SHA, progress=False)
     assert dest.read_bytes() == PAYLOAD
     assert [h.get("Range") for _, h in http_server.requests] == [f"bytes={len(PAYLOAD) + 10}-", None]
 
@@ -62,7 +77,7 @@ def test_slow_drip_hits_the_total_deadline_and_keeps_the_part(http_server, tmp_p
     msg = str(e.value)
     assert "\n" not in msg and "not complete after 0.5 s (data.download_timeout_s)" in msg
     assert not (tmp_path / "w.bin").exists()
-    assert 0 < (tmp_path / "w.bin.part").stat().st_size < len(PAYLOAD)  # kept: a rerun resumes
+    assert 0 < part_path(tmp_path / "w.bin", http_server.url("/w.bin")).stat().st_size < len(PAYLOAD)  # kept
     http_server.drip.clear()
     assert download(http_server.url("/w.bin"), tmp_path / "w.bin", sha256=SHA, progress=False).read_bytes() == PAYLOAD
     assert http_server.requests[-1][1].get("Range", "").startswith("bytes=")
@@ -77,7 +92,8 @@ def test_body_shorter_than_declared_is_an_error(http_server, tmp_path):
 
 
 # ----------------------------------------------------------------------------- unverified
-def test_no_length_and_no_checksum_is_recorded_unverified(http_server, tmp_path):
+def test_every_file_without_a_pinned_hash_is_recorded_unverified(http_server, tmp_path):
+    """A length proves the byte count, not the bytes: only a pinned hash verifies."""
     http_server.files["/a.bin"] = PAYLOAD
     http_server.files["/b.bin"] = PAYLOAD
     http_server.files["/c.bin"] = PAYLOAD
@@ -85,14 +101,18 @@ def test_no_length_and_no_checksum_is_recorded_unverified(http_server, tmp_path)
     with record_unverified() as unverified:
         a = download(http_server.url("/a.bin"), tmp_path / "a.bin", progress=False)  # nothing to check
         download(http_server.url("/b.bin"), tmp_path / "b.bin", sha256=SHA, progress=False)  # hash checked
-        download(http_server.url("/c.bin"), tmp_path / "c.bin", progress=False)  # length checked
+        download(http_server.url("/c.bin"), tmp_path / "c.bin", progress=False)  # length only
     assert a.read_bytes() == PAYLOAD
-    assert unverified == {str(tmp_path / "a.bin")}
-    assert (tmp_path / "a.bin.unverified").exists() and not (tmp_path / "b.bin.unverified").exists()
+    assert unverified == {str(tmp_path / "a.bin"), str(tmp_path / "c.bin")}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".unverified") == ["a.bin.unverified",
+                                                                                      "c.bin.unverified"]
     n = len(http_server.requests)
+    (tmp_path / "c.bin.unverified").unlink()  # a lost marker does not make a cached file verified
     with record_unverified() as again:  # reused from the cache: still unverified
         download(http_server.url("/a.bin"), tmp_path / "a.bin", progress=False)
-    assert again == {str(tmp_path / "a.bin")} and len(http_server.requests) == n
+        download(http_server.url("/c.bin"), tmp_path / "c.bin", progress=False)
+    assert again == {str(tmp_path / "a.bin"), str(tmp_path / "c.bin")} and len(http_server.requests) == n
+    assert (tmp_path / "c.bin.unverified").exists()
 
 
 def test_unverified_downloads_reach_metrics_data_json(mini_taco, http_server, tmp_path):  # noqa: F811
@@ -105,8 +125,13 @@ def test_unverified_downloads_reach_metrics_data_json(mini_taco, http_server, tm
     run_prepare(cfg, tmp_path / "prepared", tmp_path / "metrics" / "data.json")
     data = json.loads((tmp_path / "metrics" / "data.json").read_text())
     folder = tmp_path / "raw" / "taco" / "images"
-    assert data["unverified_downloads"] == {"count": 2, "files": [str(folder / "batch_1/000001.jpg"),
-                                                                  str(folder / "batch_1/000002.jpg")]}
+    images = sorted(str(p) for p in folder.rglob("*.jpg"))  # TACO publishes no image hashes
+    assert len(images) == 4  # one of the 5 needed images is a dead link in mini_taco
+    annotations = str(tmp_path / "raw" / "taco" / "annotations.json")  # first use: nothing to compare with
+    assert data["unverified_downloads"] == {"count": 5, "files": sorted([annotations, *images])}
+    run_prepare(cfg, tmp_path / "prepared", tmp_path / "metrics" / "data.json")  # its sha256 is pinned now
+    again = json.loads((tmp_path / "metrics" / "data.json").read_text())["unverified_downloads"]
+    assert again == {"count": 4, "files": images}
 
 
 # ----------------------------------------------------------------------------- paths that leave the folder

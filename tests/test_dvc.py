@@ -1,6 +1,7 @@
 """`dvc repro` in a temporary git repo (HEAD's files) on a generated image folder (`data.name=folder`):
 runs the whole graph, is a no-op the second time, leaves `dvc status`/`checkout`/`metrics diff`/`plots show`
-quiet, and `dvc exp run -S model.elim=...` reruns only the candidate's stages."""
+quiet, and `dvc exp run -S model.elim=...` reruns only the candidate's stages. A `dvc exp run` that a later
+stage would refuse (k, a missing folder, a missing download) fails in `params` and changes nothing."""
 import json
 import os
 import subprocess
@@ -118,3 +119,67 @@ def test_exp_run_reruns_only_candidate_stages(repo):
     assert run.info.start_time < first_out < run.info.end_time
     note = run.data.tags["mlflow.note.content"]
     assert "DVC experiment **" in note and "| model.elim | 2 | 3 |" in note, note
+
+
+# ----------------------------------------------------------------------------- a failing run changes nothing
+# test_integrity's placeholder repo: every output recorded in dvc.lock, nothing trained (no repro needed).
+from test_integrity import OUTS, locked_repo  # noqa: E402,F401 - a fixture
+
+
+def _failed_exp_run(repo: Path, *overrides: str, env: dict | None = None) -> str:
+    """`dvc exp run -S ...` that must fail in the params stage: its one error line; outputs untouched."""
+    before = {rel: (repo / rel).read_bytes() for rel in OUTS}
+    args = [sys.executable, "-m", "dvc", "exp", "run"] + [a for o in overrides for a in ("-S", o)]
+    out = subprocess.run(args, cwd=repo, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "Running stage 'params'" in out.stdout and "Running stage 'prepare'" not in out.stdout, out.stdout
+    assert {rel: (repo / rel).read_bytes() for rel in OUTS} == before  # every output keeps its bytes
+    return errors[0]
+
+
+def _status(repo: Path) -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+
+
+@pytest.mark.slow
+def test_k_beyond_the_candidates_fails_in_params_and_changes_nothing(locked_repo):  # noqa: F811
+    """Before: params passed, DVC deleted models/candidate_init.pt and metrics/structure.json, compress said no."""
+    line = _failed_exp_run(locked_repo, "model.prune.k=100")
+    assert "model.prune.k=100: must be <= 6, the removal candidates" in line
+    assert "model.prune.k=0 restored from dvc.lock, no other key differs from dvc.lock" in line
+    assert _status(locked_repo) == ""  # params.yaml byte-identical
+
+
+@pytest.mark.slow
+def test_a_good_and_a_bad_override_name_exactly_what_still_differs(locked_repo):  # noqa: F811
+    before = (locked_repo / "params.yaml").read_text()
+    line = _failed_exp_run(locked_repo, "train.lr=0.02", "model.prune.k=100")
+    assert "model.prune.k=0 restored from dvc.lock; still different from dvc.lock: train.lr=0.02 " \
+           "(`git checkout params.yaml` puts them back)" in line and "no other key" not in line
+    after = (locked_repo / "params.yaml").read_text()
+    assert [a for a, b in zip(after.splitlines(), before.splitlines()) if a != b] == ["  lr: 0.02"]
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=locked_repo, check=True)
+
+
+@pytest.mark.slow
+def test_missing_folder_fails_in_params_and_restores_both_keys(locked_repo):  # noqa: F811
+    line = _failed_exp_run(locked_repo, "data.name=folder", "data.path=/nonexistent")
+    assert "data.name=folder, data.path=/nonexistent: data.path must be an existing folder" in line
+    assert "data.name=elpv, data.path=null restored from dvc.lock" in line
+    assert _status(locked_repo) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, offline", [
+    ("data.name=imagenette", "data.name=elpv runs offline"),
+    ("model.arch=timm/convnext_atto", "use model.weights=none, or model.arch=efficientnet_lite0"),
+])
+def test_a_missing_download_fails_in_params_and_changes_nothing(locked_repo, override, offline):  # noqa: F811
+    """Offline (ELIMNET_OFFLINE=1 stands in for a dead network): before, imagenette failed after 30 s with
+    data/prepared deleted, and the timm weights after 50 s and 6 retry lines with models/pretrained.pt deleted."""
+    line = _failed_exp_run(locked_repo, override, env={"ELIMNET_OFFLINE": "1"})
+    assert f"error: {override}" in line and "not cached" in line and offline in line
+    assert "restored from dvc.lock" in line
+    assert _status(locked_repo) == ""

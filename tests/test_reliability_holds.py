@@ -50,3 +50,56 @@ def test_metrics_are_byte_identical_across_reruns(tmp_path):
     assert set(runs[0]) >= {"data.json", "structure.json", "baseline/train.json", "candidate/eval.json",
                             "candidate/history.csv", "candidate/predictions.csv"}
     assert runs[0] == runs[1]
+
+
+def test_weights_mismatch_names_the_first_missing_unexpected_and_misshaped_keys(tmp_path):
+    """Before, the line ended in "(Error(s) in loading state_dict for StagedNet:)" with no key named."""
+    from elimnet.checkpoint import load_model, model_config
+    from elimnet.errors import CheckpointError
+    from elimnet.io import torch_save
+    from elimnet.models import create_model
+
+    model = create_model("simple_effnet")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first, second = list(state)[:2]
+    del state[first]
+    state["extra.weight"] = torch.zeros(2)
+    state[second] = torch.zeros(*state[second].shape, 1)
+    torch_save(tmp_path / "m.pt", {"config": model_config("simple_effnet", steps=[]), "state_dict": state})
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path / "m.pt")
+    msg = str(e.value)
+    want_shape = f"{second} {tuple(state[second].shape)} in the file, {tuple(model.state_dict()[second].shape)} in the arch"
+    assert "\n" not in msg and f"1 missing: {first}; 1 unexpected: extra.weight; 1 of another shape: {want_shape}" in msg
+
+
+def test_temp_folders_a_killed_run_left_are_removed_by_the_next_run_of_their_stage(tmp_path):
+    """SIGKILL skips the `finally` that deletes a temp folder: data/.prepared.*.tmp (prepare) and
+    models/deploy/.<role>.*.tmp (export) used to stay forever. Each stage's next run removes its own."""
+    from PIL import Image
+
+    from elimnet.config import defaults
+    from elimnet.io import atomic_dir
+    from elimnet.pipeline.prepare_stage import run_prepare
+
+    images = tmp_path / "images"
+    for c in ("a", "b"):
+        (images / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (12, 12), (40 * i, 100 if c == "a" else 0, 0)).save(images / c / f"{i}.png")
+    data = tmp_path / "data"
+    stale = [data / ".prepared.k1ll3d.tmp", data / ".prepared.0ther.tmp"]
+    for d in stale:
+        (d / "x").mkdir(parents=True)
+    (data / ".unrelated.tmp").mkdir()
+    cfg = defaults(["data.name=folder", f"data.path={images}", "data.image_size=16", "data.val_fraction=0.2",
+                    "data.test_fraction=0.2"])
+    run_prepare(cfg, data / "prepared", tmp_path / "metrics" / "data.json")
+    assert sorted(p.name for p in data.iterdir()) == [".unrelated.tmp", "prepared"]
+
+    deploy = tmp_path / "models" / "deploy"
+    for name in (".baseline.a1.tmp", ".candidate.b2.tmp"):
+        (deploy / name).mkdir(parents=True)
+    with atomic_dir(deploy / "baseline") as tmp:  # what the export stage writes through
+        (tmp / "model.onnx").write_bytes(b"onnx")
+    assert sorted(p.name for p in deploy.iterdir()) == [".candidate.b2.tmp", "baseline"]  # candidate's: its run

@@ -45,12 +45,28 @@ def load_model(path: str | Path) -> tuple[StagedNet, dict]:
     if not isinstance(config, dict) or "arch" not in config:
         raise CheckpointError(f"{path}: its config names no arch; {_REWRITE}")
     model = build_from_config(config)
+    mismatch = state_dict_mismatch(model.state_dict(), ckpt["state_dict"])
+    if mismatch:  # another arch, or a file edited by hand
+        raise CheckpointError(f"{path}: weights do not fit arch {config['arch']} ({mismatch}); {_REWRITE}")
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:  # another arch, or a file edited by hand
+    except RuntimeError as e:  # anything the comparison above does not cover
         first = errors.one_line(e).removeprefix("Error(s) in loading state_dict for StagedNet: ")
         raise CheckpointError(f"{path}: weights do not fit arch {config['arch']} ({first[:160]}); {_REWRITE}") from None
     return model, config
+
+
+def state_dict_mismatch(expected: dict, found: dict, show: int = 3) -> str:
+    """"" when `found` has exactly the keys and shapes of `expected`; else the counts and the first
+    missing / unexpected keys and differing shapes (torch's own message names none of them)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} in the file, {tuple(v.shape)} in the arch" for k, v in expected.items()
+              if k in found and hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(v.shape)]
+    parts = [f"{len(items)} {what}: {', '.join(items[:show])}" + (", ..." if len(items) > show else "")
+             for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+             if items]
+    return "; ".join(parts)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -34,6 +34,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Like atomic_path for a directory: build it aside, swap it in at the end."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, f".{path.name}.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -43,6 +44,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temps(folder: str | Path, prefix: str) -> list[Path]:
+    """Delete `<prefix>*.tmp` folders left in `folder` by a run that was killed (SIGKILL skips `finally`).
+    A stage's outputs are written by one process at a time, so a temp folder of its own name is stale."""
+    import glob
+
+    stale = [Path(p) for p in glob.glob(os.path.join(glob.escape(str(folder)), glob.escape(prefix) + "*.tmp"))]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | Path, obj: Any) -> None:

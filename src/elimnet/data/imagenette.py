@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
-from elimnet.data.download import OFFLINE_HINT, download, refuse_escapes
+from elimnet.data.download import OFFLINE_HINT, download, extract_tar
 from elimnet.data.official_splits import cap_per_split, carve
 from elimnet.errors import DataError
+from elimnet.io import remove_stale_temps
 from elimnet.data.sources import Sample, SourceData, open_path, register_source
 from elimnet.fields import Field, one_of
 
@@ -51,7 +51,8 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True, dead
         return folder
     archive = download(url, base / Path(url).name, md5=md5, progress=progress, offline_hint=OFFLINE_HINT,
                        deadline_s=deadline_s)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+    remove_stale_temps(base, f".{name}.")  # extractions a killed run left behind
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=base))
     try:
         extract_tar(archive, tmp)
         inner = tmp / name
@@ -64,25 +65,6 @@ def fetch_imagenette(root: str | Path, variant: str, progress: bool = True, dead
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def extract_tar(archive: Path, target: Path) -> None:
-    """Extract into `target`; every member name and link target is resolved first, and the archive is
-    refused in one line (naming the first entry, counting all) if any would land outside `target`.
-    tarfile's "data" filter stays on as a second guard (device files, modes)."""
-    try:
-        with tarfile.open(archive) as tar:
-            entries = {}
-            for m in tar.getmembers():
-                entries[m.name] = m.name
-                # A symlink's target is relative to its own folder, a hard link's to the archive root.
-                if m.issym() or m.islnk():
-                    entries[f"{m.name} (link)"] = str(Path(m.name).parent / m.linkname) if m.issym() else m.linkname
-            refuse_escapes(target, entries, f"{archive}")
-            tar.extractall(target, filter="data")
-    except (tarfile.FilterError, tarfile.ReadError, EOFError) as e:
-        raise DataError(f"{archive}: cannot be extracted safely ({type(e).__name__}: {e}); "
-                        f"delete it to fetch again") from e
 
 
 def list_imagenette(folder: Path) -> tuple[list[str], list[Sample]]:

@@ -23,18 +23,30 @@ SPLITS = ("train", "val", "test")
 from elimnet.errors import DataError  # noqa: E402,F401 - re-exported
 
 
-def cap_per_class(samples: list[Sample], max_per_class: int | None, seed: int) -> list[Sample]:
-    if not max_per_class:
-        return samples
+def order_per_class(samples: list[Sample], seed: int) -> list[Sample]:
+    """Samples grouped by class (in label order), each group in a seeded random order."""
     rng = random.Random(seed)
     by_class: dict[int, list[Sample]] = {}
     for s in samples:
         by_class.setdefault(s.label, []).append(s)
-    kept = []
+    ordered = []
     for label in sorted(by_class):
         group = sorted(by_class[label], key=lambda s: s.ref)
         rng.shuffle(group)
-        kept += group[:max_per_class]
+        ordered += group
+    return ordered
+
+
+def cap_per_class(samples: list[Sample], max_per_class: int | None, seed: int) -> list[Sample]:
+    """The first `max_per_class` of each class in order_per_class's order (by name, not by readability)."""
+    if not max_per_class:
+        return samples
+    taken: Counter = Counter()
+    kept = []
+    for s in order_per_class(samples, seed):
+        if taken[s.label] < max_per_class:
+            taken[s.label] += 1
+            kept.append(s)
     return kept
 
 
@@ -114,14 +126,19 @@ def skip_reason(e: Exception) -> str:
     return text if isinstance(e, DataError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def decode(samples: list[Sample], size: int, channels: int, desc: str
+def decode(samples: list[Sample], size: int, channels: int, desc: str, cap: int | None = None
            ) -> tuple[list[np.ndarray], list[int], dict[str, str]]:
-    """(arrays, indices into `samples` that decoded, {ref: reason} of those that did not)."""
+    """(arrays, indices into `samples` that decoded, {ref: reason} of those that did not).
+    With `cap`, a class stops once `cap` of its images decoded: unreadable files take no slot."""
     images, kept, bad = [], [], {}
+    readable: Counter = Counter()
     for i, s in enumerate(tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0)):
+        if cap and readable[s.label] >= cap:
+            continue
         try:
             images.append(to_square_array(s.open(), size, channels))
             kept.append(i)
+            readable[s.label] += 1
         except Exception as e:  # corrupt, truncated, not an image: skip and count, never crash mid-way
             bad[s.ref] = skip_reason(e)
     return images, kept, bad
@@ -134,12 +151,13 @@ def _stack(images: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
 def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction: float, test_fraction: float,
             seed: int, max_per_class: int | None = None) -> dict:
     """Write the split tensors into out_dir (which the caller swaps in atomically); return data metrics."""
-    samples = cap_per_class(source.samples, max_per_class, seed)
+    samples = order_per_class(source.samples, seed) if max_per_class else source.samples
     if not samples:
         raise DataError(f"data source {source.name!r} has no images")
     official = all(s.split for s in samples)
-    # Decoded before the split: a file that cannot be read is dropped first and takes no split's slot.
-    images, kept, bad = decode(samples, image_size, source.channels, "decode")
+    # Decoded before the split (and the per-class cap): a file that cannot be read is dropped first and
+    # takes no split's slot, nor a place under data.max_per_class.
+    images, kept, bad = decode(samples, image_size, source.channels, "decode", cap=max_per_class)
     bad_samples = [s for s in samples if s.ref in bad]
     samples = [samples[i] for i in kept]
     if official:  # keep the official split

@@ -5,8 +5,10 @@ the params that stage lists. So DVC runs this stage first; a bad value fails it 
 output is still in place, and a file changes only when its stage's values change (so
 `-S model.elim=3` still reruns only the candidate's stages).
 
-A bad value that `dvc exp run -S` wrote into params.yaml is put back to the value dvc.lock last ran
-with, so the failed command leaves params.yaml as it was.
+The checks that need the arch or the file system (elimnet.preflight: LayerPrune's k, data paths,
+network inputs) run here too. A key at fault that `dvc exp run -S` wrote into params.yaml is put back
+to the value dvc.lock last ran with, by editing its line only (the rest of the file keeps its bytes),
+and the error names every other key that still differs from dvc.lock.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from typing import Any
 import yaml
 
 from elimnet.config import Config, load_params, schema
-from elimnet.errors import ConfigError
+from elimnet.errors import ConfigError, ElimnetError
 from elimnet.io import read_json, write_json
+from elimnet.params_file import changed_since_lock, committed_text, locked_values, restore_key, show
+from elimnet.preflight import run_preflight
 
 SELF = "params"  # this stage's name in dvc.yaml
 
@@ -41,57 +45,34 @@ def resolved_values(cfg: Config, keys: list[str]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)}
 
 
-def _locked_value(lock: Path, key: str) -> tuple[bool, Any]:
-    """The value dvc.lock recorded for `key` in any stage (DVC stores listed keys, or whole sections)."""
-    if not lock.exists():
-        return False, None
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for st in stages.values():
-        for file_params in (st.get("params") or {}).values():
-            for listed, value in file_params.items():
-                if key == listed:
-                    return True, value
-                if key.startswith(listed + ".") and isinstance(value, dict):
-                    node, ok = value, True
-                    for part in key[len(listed) + 1:].split("."):
-                        if not isinstance(node, dict) or part not in node:
-                            ok = False
-                            break
-                        node = node[part]
-                    if ok:
-                        return True, node
-    return False, None
-
-
-def _bad_keys(err: ConfigError) -> list[str]:
+def _bad_keys(err: ElimnetError) -> list[str]:
     head = str(err).split(":")[0]
     return [k for k in re.findall(r"[a-z_][\w.]*", head) if k in schema()]
 
 
-def _restore(params_path: Path, lock: Path, err: ConfigError) -> str:
-    """Put each bad key back to its dvc.lock value; return what was done, for the error line."""
-    from dvc.utils.serialize import modify_yaml  # DVC's own round-trip writer: comments and layout stay
-
-    done, missing = [], []
-    for key in _bad_keys(err):
-        found, value = _locked_value(lock, key)
-        if not found:
-            missing.append(key)
-            continue
-        with modify_yaml(params_path) as tree:
-            node = tree
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            if node.get(leaf) == value:
-                continue
-            node[leaf] = value
-        done.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    if done:
-        return f"; {params_path} restored to the values dvc.lock ran with ({', '.join(done)}), nothing else changed"
+def _restore(params_path: Path, lock: Path, err: ElimnetError) -> str:
+    """Put each key at fault back to its dvc.lock value (editing its line only); return, for the error
+    line, what was put back and which other keys still differ from dvc.lock."""
+    locked, committed = locked_values(lock), committed_text(params_path)
+    done = [f"{key}={show(locked[key])}" for key in _bad_keys(err)
+            if key in locked and restore_key(params_path, key, locked[key], reference=committed)]
+    missing = [key for key in _bad_keys(err) if key not in locked]
+    msg = f"; {params_path}: {', '.join(done)} restored from dvc.lock" if done else ""
     if missing:
-        return f"; fix {', '.join(missing)} in {params_path} (or `git checkout {params_path}`)"
-    return ""
+        msg += f"; fix {', '.join(missing)} in {params_path} (or `git checkout {params_path}`)"
+    others = changed_since_lock(params_path, lock)
+    if others:
+        msg += f"; still different from dvc.lock: {', '.join(others)} (`git checkout {params_path}` puts them back)"
+    elif done:
+        msg += ", no other key differs from dvc.lock"
+    return msg
+
+
+def _stale_stages(cfg: Config, dvc_yaml: str | Path, lock: Path) -> set[str]:
+    """Stages whose resolved params differ from the values dvc.lock ran them with (or that never ran)."""
+    locked = locked_values(lock)
+    return {stage for stage, keys in stage_params(dvc_yaml).items()
+            if any(locked.get(k, object()) != v for k, v in resolved_values(cfg, keys).items())}
 
 
 def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: str | Path, lock: str | Path,
@@ -101,9 +82,11 @@ def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: st
         raise ConfigError(f"--params {params_path}: no such file (the pipeline reads its params from one)")
     try:
         cfg = load_params(params_path, overrides)
-    except ConfigError as e:
+        # What a later stage would refuse, refused while every output is in place.
+        run_preflight(cfg, stale_stages=_stale_stages(cfg, dvc_yaml, Path(lock)))
+    except ElimnetError as e:
         if restore and not overrides and params_path.exists():
-            raise ConfigError(f"{e}{_restore(params_path, Path(lock), e)}") from None
+            raise type(e)(f"{e}{_restore(params_path, Path(lock), e)}") from None
         raise
     written = {}
     for stage, keys in stage_params(dvc_yaml).items():

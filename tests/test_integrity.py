@@ -301,7 +301,7 @@ def test_a_new_compression_is_one_registration(monkeypatch):
     import elimnet.config as config
     from elimnet.fields import Field, int_range
     from elimnet.compress import TRANSFORMS, build, register_transform
-    from elimnet.report.compare import method_label
+    from elimnet.report.aggregate import method_label
 
     def plan(model, cfg, ctx):
         return {"n": cfg["model.toy.n"]} if cfg["model.toy.n"] else None

@@ -1,4 +1,5 @@
-"""`elimnet compare`: experiment records -> table rows, Pareto front, Markdown/CSV/PNG/dvc-plots files."""
+"""`elimnet compare`: experiment records -> table rows (aggregate), Pareto front, terminal/Markdown/CSV/PNG/dvc-plots
+output (render); in a real DVC repo: the workspace first, one machine's latencies, nothing written."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +11,17 @@ import pytest
 
 from elimnet.config import defaults
 from elimnet.errors import StageError
-from elimnet.report.compare import (comparison_rows, mark_pareto, method_label, pareto_front, to_markdown,
-                                    write_comparison)
+from elimnet.report.aggregate import comparison_rows, mark_pareto, method_label, pareto_front
 from elimnet.report.records import ExpRecord, records_from_dvc
+from elimnet.report.render import to_markdown, write_files
+
+
+def write_comparison(records, out, x="latency_cpu_bs1_ms", y="test_macro_f1"):
+    """What `elimnet compare --out DIR` does: rows, their front, the four files."""
+    rows = comparison_rows(records)
+    front = mark_pareto(rows, x, y)
+    write_files(rows, out, x, y)
+    return {"rows": rows, "front": front}
 
 
 def params(**over):
@@ -116,10 +125,12 @@ def dvc_show(records):
 
 def test_records_from_dvc_exp_show_json():
     recs, skipped = records_from_dvc(dvc_show(two_records()))
-    assert [r.name for r in recs] == ["exp-elim2", "exp-prune3"]  # the workspace repeats exp-prune3: dropped
-    assert skipped == ["broken", "main"]
-    assert recs[0].params["model.elim"] == 2 and recs[0].params["model.prune.k"] == 0
-    assert recs[1].summary["candidate"]["params"] == 8_000_000 and recs[0].source == "dvc:" + "0" * 40
+    # The workspace first; exp-prune3 repeats it (dvc exp run left it there): the workspace's name stays.
+    assert [r.name for r in recs] == ["workspace", "exp-elim2"]
+    assert skipped == ["broken"]  # the commit itself is not read unless asked for
+    assert recs[1].params["model.elim"] == 2 and recs[1].params["model.prune.k"] == 0
+    assert recs[0].summary["candidate"]["params"] == 8_000_000 and recs[1].source == "dvc:" + "0" * 40
+    assert records_from_dvc(dvc_show(two_records()), include_commits=True)[1] == ["broken", "main"]
     with pytest.raises(StageError, match="DVC 3.x"):
         records_from_dvc({"workspace": {}})
 
@@ -156,12 +167,14 @@ def test_compare_command_from_saved_exp_show(tmp_path, capsys):
     src = tmp_path / "show.json"
     src.write_text(json.dumps(dvc_show(two_records())))
     out = tmp_path / "reports"
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out)]) == 0
+    assert main(["compare", "--exp-show-json", str(src)]) == 0
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["show.json"]  # nothing written
+    assert main(["compare", "--exp-show-json", str(src), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "2 experiments, 3 rows, Pareto front: Elim 2, LayerPrune k=3 (l1)" in text
-    assert "skipped (no metrics/summary.json): broken, main" in text
+    assert "2 runs, 3 rows, Pareto front (latency_cpu_bs1_ms, test_macro_f1): Elim 2, LayerPrune k=3 (l1)" in text
+    assert "skipped (no metrics/summary.json): broken" in text and "main" not in text
     assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "pareto.json", "pareto.png"]
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out), "--x", "cpu"]) == 2
+    assert main(["compare", "--exp-show-json", str(src), "--x", "cpu"]) == 2
     assert "--x=cpu: must be BACKEND:BATCH_SIZE" in capsys.readouterr().err
 
 
@@ -284,8 +297,11 @@ def test_compare_command_groups_seeds_from_exp_show(tmp_path, capsys):
             for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
     src = tmp_path / "show.json"
     src.write_text(json.dumps(dvc_show(recs)))
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(tmp_path / "r")]) == 0
+    assert main(["compare", "--exp-show-json", str(src)]) == 0
     text = capsys.readouterr().out
-    assert "3 experiments, 2 rows" in text
-    assert "test macro-F1 vs the full model at 95%: Elim 2 (n=3): loss" in text
+    assert "3 runs, 2 rows" in text
+    elim = next(line for line in text.splitlines() if line.startswith("Elim 2 "))
+    assert elim.split()[2] == "3" and "  loss  " in elim  # "Elim 2", n
+    assert main(["compare", "--exp-show-json", str(src), "--wide"]) == 0
+    text = capsys.readouterr().out
     assert "| Elim 2 | resnet18 | 3 |" in text and "| full resnet18 | resnet18 | 3 |" in text

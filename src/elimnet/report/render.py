@@ -157,7 +157,7 @@ def summary_table(rows: list[dict], x: str, y: str = "test_macro_f1", width: int
 def machine_notes(rows: list[dict]) -> list[str]:
     """Which machine timed the milliseconds, and which rows were measured elsewhere."""
     ref = next((r for r in rows if not r.get("elsewhere")), None)
-    notes = [f"Latency (ms) measured on {machine_label(ref.get('hardware'))}." if ref else ""]
+    notes = [f"Latency (ms) measured on {machine_label(ref.get('hardware'))}." if ref and ref.get("machine") else ""]
     others: dict[str, list[str]] = {}
     for r in rows:
         if r.get("elsewhere"):

@@ -305,3 +305,72 @@ def test_compare_command_groups_seeds_from_exp_show(tmp_path, capsys):
     assert main(["compare", "--exp-show-json", str(src), "--wide"]) == 0
     text = capsys.readouterr().out
     assert "| Elim 2 | resnet18 | 3 |" in text and "| full resnet18 | resnet18 | 3 |" in text
+
+
+# ----------------------------------------------------------------------------- acceptance: a real DVC repo
+AMD = {"cpu": "AMD EPYC", "machine": "x86_64", "isa": {"avx2": True, "avx512f": True}, "threads": 2, "cpus": 2,
+       "torch": "2.9", "peak_fp32_gflops": 213.1}
+INTEL = {**AMD, "cpu": "Intel Xeon", "isa": {"avx2": True, "avx512f": False}, "peak_fp32_gflops": 90.0}
+
+
+def _commit_run(repo, hardware, base_ms, cand_ms, base_f1, cand_f1, message):
+    """One finished run of the same params and seed, as the report and benchmark stages leave it, committed."""
+    import subprocess
+
+    from conftest import git_commit_all
+
+    s = summary(base_ms, row(2_000_000, cand_ms, cand_f1))
+    s["baseline"]["test_macro_f1"] = base_f1
+    s["delta_test_macro_f1"] = cand_f1 - base_f1
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics/summary.json").write_text(json.dumps(s))
+    (repo / "metrics/headline.json").write_text(json.dumps({"test_macro_f1": cand_f1}))
+    (repo / "metrics/latency.json").write_text(json.dumps({"hardware": hardware}))
+    git_commit_all(repo, message)
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+
+
+def test_compare_in_a_repo_with_two_machines(tmp_path, capsys):
+    """A release timed on one CPU, then the user's own run of the same params and seed on another: the
+    workspace's rows come first, latency is never averaged across the machines, nothing is written."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from elimnet.cli import main
+    from elimnet.config import unflatten
+    from elimnet.report.records import dvc_exp_show
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text(yaml.safe_dump(unflatten(params(**{"model.elim": 2}))))
+    (repo / "dvc.yaml").write_text("metrics:\n  - metrics/headline.json\n")
+    _commit_run(repo, AMD, 4.38, 2.76, 0.560, 0.597, "release, timed on AMD")
+    before = _commit_run(repo, INTEL, 7.16, 4.36, 0.481, 0.578, "the user's run on Intel")
+    assert before == ""
+
+    assert main(["compare", "--repo", str(repo), "--rev", "HEAD~1"]) == 0
+    text = capsys.readouterr().out
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True,
+                          text=True).stdout == before  # git status stays clean
+    assert max(map(len, text.splitlines())) <= 160, text
+    body = text.splitlines()[2:6]
+    assert body[0].startswith("full resnet18") and " 7.16 " in body[0] and "0.481" in body[0]  # the workspace's
+    assert body[2].startswith("Elim 2") and " 4.36 " in body[2] and "0.578" in body[2]
+    # The release's rows keep their paired reductions, not their milliseconds; no figure is a mix of both CPUs.
+    assert "+37%" in body[3] and "2.76" not in text and "4.38" not in text and "5.77" not in text
+    assert "Latency (ms) measured on Intel Xeon, 2 threads" in text and "Measured on AMD EPYC" in text
+
+    from elimnet.report.records import records_from_dvc
+
+    records, _ = records_from_dvc(dvc_exp_show(str(repo), ["--rev", "HEAD~1"]), repo=str(repo),
+                                  include_commits=True)
+    assert [r.name for r in records][0] == "workspace" and len({r.machine for r in records}) == 2
+    rows = comparison_rows(records)
+    mark_pareto(rows)
+    assert [(r["experiment"], r["latency_cpu_bs1_ms"]) for r in rows] == [
+        ("workspace", 7.16), (records[1].name, None), ("workspace", 4.36), (records[1].name, None)]
+    assert [r["pareto"] for r in rows] == [False, None, True, None]  # the front joins the workspace's machine only

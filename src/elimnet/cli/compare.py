@@ -13,7 +13,7 @@ from pathlib import Path
 from elimnet.config import add_params_arguments, params_from_args
 from elimnet.errors import ConfigError, StageError
 
-HELP = "comparison over DVC experiments or MLflow runs: seeds pooled with 95% CIs, verdicts, Pareto front"
+HELP = "comparison over DVC experiments or MLflow runs: seeds pooled with intervals, verdicts, Pareto front"
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -374,3 +374,31 @@ def test_compare_in_a_repo_with_two_machines(tmp_path, capsys):
     assert [(r["experiment"], r["latency_cpu_bs1_ms"]) for r in rows] == [
         ("workspace", 7.16), (records[1].name, None), ("workspace", 4.36), (records[1].name, None)]
     assert [r["pareto"] for r in rows] == [False, None, True, None]  # the front joins the workspace's machine only
+
+
+def test_summary_fits_160_columns_and_reads_both_ort_names(capsys):
+    from elimnet.report.aggregate import canonical_key, columns
+    from elimnet.report.render import summary_table
+
+    long = ExpRecord("long", params(**{"model.elim": 1, "model.diet.groups": 4, "model.filter.ratio": 0.3,
+                                       "model.prune.k": 2, "train.kd.alpha": 0.5}),
+                     summary(10.0, row(2_000_000, 5.0, 0.7)))
+    old, new = two_records()
+    old.summary = copy.deepcopy(old.summary)
+    new.summary = copy.deepcopy(new.summary)
+    old.summary["candidate"]["latency_onnx_bs1_ms"] = 3.0  # a release before the backend was renamed
+    old.summary["ratios"]["latency_reduction_onnx_bs1"] = 0.4
+    new.summary["candidate"]["latency_ort_bs1_ms"] = 4.0
+    new.summary["ratios"]["latency_reduction_ort_bs1"] = 0.3
+    rows = comparison_rows([long, old, new])
+    x = canonical_key("latency_ort_bs1_ms")
+    assert canonical_key("latency_onnx_bs1_ms") == x and canonical_key("latency_reduction_onnx_bs1") \
+        == canonical_key("latency_reduction_ort_bs1") and canonical_key("test_acc_ort_int8") == "test_acc_onnx_int8"
+    assert [c for c in columns(rows) if "onnx" in c or "ort" in c] == [x, x.replace("latency_", "reduction_")[:-3]]
+    assert sorted(r.get(x) for r in rows if r["role"] == "candidate" and r.get(x)) == [3.0, 4.0]
+    text = summary_table(rows, x)
+    assert max(map(len, text.splitlines())) <= 160
+    name = max((r["name"] for r in rows), key=len)
+    narrow = summary_table(rows, x, width=100)
+    assert len(name) > 40 and name not in narrow and name[:10] in narrow and "…" in narrow  # the name gives way
+    assert max(map(len, narrow.splitlines())) <= 100

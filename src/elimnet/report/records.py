@@ -172,7 +172,8 @@ def _unflatten_metrics(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], list[str]]:
-    """One record per finished run of `experiment` (the report stage logs one run per experiment)."""
+    """One record per finished run of `experiment` (the report stage logs one run per experiment), newest
+    first: like the workspace in `records_from_dvc`, a user's latest run is never hidden by an older one."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -181,7 +182,7 @@ def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], lis
         raise ConfigError(f"mlflow.experiment={experiment}: no such experiment at {uri}")
     records, skipped = [], []
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              max_results=5000, order_by=["attributes.start_time ASC"])
+                              max_results=5000, order_by=["attributes.start_time DESC"])
     for run in runs:
         tags = dict(run.data.tags)
         name = tags.get("dvc_exp_name") or run.info.run_name or run.info.run_id[:8]

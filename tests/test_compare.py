@@ -1,4 +1,5 @@
-"""`elimnet compare`: experiment records -> table rows, Pareto front, Markdown/CSV/PNG/dvc-plots files."""
+"""`elimnet compare`: experiment records -> table rows (aggregate), Pareto front, terminal/Markdown/CSV/PNG/dvc-plots
+output (render); in a real DVC repo: the workspace first, one machine's latencies, nothing written."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +11,17 @@ import pytest
 
 from elimnet.config import defaults
 from elimnet.errors import StageError
-from elimnet.report.compare import (comparison_rows, mark_pareto, method_label, pareto_front, to_markdown,
-                                    write_comparison)
+from elimnet.report.aggregate import comparison_rows, mark_pareto, method_label, pareto_front
 from elimnet.report.records import ExpRecord, records_from_dvc
+from elimnet.report.render import to_markdown, write_files
+
+
+def write_comparison(records, out, x="latency_cpu_bs1_ms", y="test_macro_f1"):
+    """What `elimnet compare --out DIR` does: rows, their front, the four files."""
+    rows = comparison_rows(records)
+    front = mark_pareto(rows, x, y)
+    write_files(rows, out, x, y)
+    return {"rows": rows, "front": front}
 
 
 def params(**over):
@@ -116,10 +125,12 @@ def dvc_show(records):
 
 def test_records_from_dvc_exp_show_json():
     recs, skipped = records_from_dvc(dvc_show(two_records()))
-    assert [r.name for r in recs] == ["exp-elim2", "exp-prune3"]  # the workspace repeats exp-prune3: dropped
-    assert skipped == ["broken", "main"]
-    assert recs[0].params["model.elim"] == 2 and recs[0].params["model.prune.k"] == 0
-    assert recs[1].summary["candidate"]["params"] == 8_000_000 and recs[0].source == "dvc:" + "0" * 40
+    # The workspace first; exp-prune3 repeats it (dvc exp run left it there): the workspace's name stays.
+    assert [r.name for r in recs] == ["workspace", "exp-elim2"]
+    assert skipped == ["broken"]  # the commit itself is not read unless asked for
+    assert recs[1].params["model.elim"] == 2 and recs[1].params["model.prune.k"] == 0
+    assert recs[0].summary["candidate"]["params"] == 8_000_000 and recs[1].source == "dvc:" + "0" * 40
+    assert records_from_dvc(dvc_show(two_records()), include_commits=True)[1] == ["broken", "main"]
     with pytest.raises(StageError, match="DVC 3.x"):
         records_from_dvc({"workspace": {}})
 
@@ -156,12 +167,14 @@ def test_compare_command_from_saved_exp_show(tmp_path, capsys):
     src = tmp_path / "show.json"
     src.write_text(json.dumps(dvc_show(two_records())))
     out = tmp_path / "reports"
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out)]) == 0
+    assert main(["compare", "--exp-show-json", str(src)]) == 0
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["show.json"]  # nothing written
+    assert main(["compare", "--exp-show-json", str(src), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "2 experiments, 3 rows, Pareto front: Elim 2, LayerPrune k=3 (l1)" in text
-    assert "skipped (no metrics/summary.json): broken, main" in text
+    assert "2 runs, 3 rows, Pareto front (latency_cpu_bs1_ms, test_macro_f1): Elim 2, LayerPrune k=3 (l1)" in text
+    assert "skipped (no metrics/summary.json): broken" in text and "main" not in text
     assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.md", "pareto.json", "pareto.png"]
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(out), "--x", "cpu"]) == 2
+    assert main(["compare", "--exp-show-json", str(src), "--x", "cpu"]) == 2
     assert "--x=cpu: must be BACKEND:BATCH_SIZE" in capsys.readouterr().err
 
 
@@ -284,8 +297,108 @@ def test_compare_command_groups_seeds_from_exp_show(tmp_path, capsys):
             for s, d in ((42, 0.05), (43, 0.06), (44, 0.055))]
     src = tmp_path / "show.json"
     src.write_text(json.dumps(dvc_show(recs)))
-    assert main(["compare", "--exp-show-json", str(src), "--out-dir", str(tmp_path / "r")]) == 0
+    assert main(["compare", "--exp-show-json", str(src)]) == 0
     text = capsys.readouterr().out
-    assert "3 experiments, 2 rows" in text
-    assert "test macro-F1 vs the full model at 95%: Elim 2 (n=3): loss" in text
+    assert "3 runs, 2 rows" in text
+    elim = next(line for line in text.splitlines() if line.startswith("Elim 2 "))
+    assert elim.split()[2] == "3" and "  loss  " in elim  # "Elim 2", n
+    assert main(["compare", "--exp-show-json", str(src), "--wide"]) == 0
+    text = capsys.readouterr().out
     assert "| Elim 2 | resnet18 | 3 |" in text and "| full resnet18 | resnet18 | 3 |" in text
+
+
+# ----------------------------------------------------------------------------- acceptance: a real DVC repo
+AMD = {"cpu": "AMD EPYC", "machine": "x86_64", "isa": {"avx2": True, "avx512f": True}, "threads": 2, "cpus": 2,
+       "torch": "2.9", "peak_fp32_gflops": 213.1}
+INTEL = {**AMD, "cpu": "Intel Xeon", "isa": {"avx2": True, "avx512f": False}, "peak_fp32_gflops": 90.0}
+
+
+def _commit_run(repo, hardware, base_ms, cand_ms, base_f1, cand_f1, message):
+    """One finished run of the same params and seed, as the report and benchmark stages leave it, committed."""
+    import subprocess
+
+    from conftest import git_commit_all
+
+    s = summary(base_ms, row(2_000_000, cand_ms, cand_f1))
+    s["baseline"]["test_macro_f1"] = base_f1
+    s["delta_test_macro_f1"] = cand_f1 - base_f1
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics/summary.json").write_text(json.dumps(s))
+    (repo / "metrics/headline.json").write_text(json.dumps({"test_macro_f1": cand_f1}))
+    (repo / "metrics/latency.json").write_text(json.dumps({"hardware": hardware}))
+    git_commit_all(repo, message)
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+
+
+def test_compare_in_a_repo_with_two_machines(tmp_path, capsys):
+    """A release timed on one CPU, then the user's own run of the same params and seed on another: the
+    workspace's rows come first, latency is never averaged across the machines, nothing is written."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from elimnet.cli import main
+    from elimnet.config import unflatten
+    from elimnet.report.records import dvc_exp_show
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text(yaml.safe_dump(unflatten(params(**{"model.elim": 2}))))
+    (repo / "dvc.yaml").write_text("metrics:\n  - metrics/headline.json\n")
+    _commit_run(repo, AMD, 4.38, 2.76, 0.560, 0.597, "release, timed on AMD")
+    before = _commit_run(repo, INTEL, 7.16, 4.36, 0.481, 0.578, "the user's run on Intel")
+    assert before == ""
+
+    assert main(["compare", "--repo", str(repo), "--rev", "HEAD~1"]) == 0
+    text = capsys.readouterr().out
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True,
+                          text=True).stdout == before  # git status stays clean
+    assert max(map(len, text.splitlines())) <= 160, text
+    body = text.splitlines()[2:6]
+    assert body[0].startswith("full resnet18") and " 7.16 " in body[0] and "0.481" in body[0]  # the workspace's
+    assert body[2].startswith("Elim 2") and " 4.36 " in body[2] and "0.578" in body[2]
+    # The release's rows keep their paired reductions, not their milliseconds; no figure is a mix of both CPUs.
+    assert "+37%" in body[3] and "2.76" not in text and "4.38" not in text and "5.77" not in text
+    assert "Latency (ms) measured on Intel Xeon, 2 threads" in text and "Measured on AMD EPYC" in text
+
+    from elimnet.report.records import records_from_dvc
+
+    records, _ = records_from_dvc(dvc_exp_show(str(repo), ["--rev", "HEAD~1"]), repo=str(repo),
+                                  include_commits=True)
+    assert [r.name for r in records][0] == "workspace" and len({r.machine for r in records}) == 2
+    rows = comparison_rows(records)
+    mark_pareto(rows)
+    assert [(r["experiment"], r["latency_cpu_bs1_ms"]) for r in rows] == [
+        ("workspace", 7.16), (records[1].name, None), ("workspace", 4.36), (records[1].name, None)]
+    assert [r["pareto"] for r in rows] == [False, None, True, None]  # the front joins the workspace's machine only
+
+
+def test_summary_fits_160_columns_and_reads_both_ort_names(capsys):
+    from elimnet.report.aggregate import canonical_key, columns
+    from elimnet.report.render import summary_table
+
+    long = ExpRecord("long", params(**{"model.elim": 1, "model.diet.groups": 4, "model.filter.ratio": 0.3,
+                                       "model.prune.k": 2, "train.kd.alpha": 0.5}),
+                     summary(10.0, row(2_000_000, 5.0, 0.7)))
+    old, new = two_records()
+    old.summary = copy.deepcopy(old.summary)
+    new.summary = copy.deepcopy(new.summary)
+    old.summary["candidate"]["latency_onnx_bs1_ms"] = 3.0  # a release before the backend was renamed
+    old.summary["ratios"]["latency_reduction_onnx_bs1"] = 0.4
+    new.summary["candidate"]["latency_ort_bs1_ms"] = 4.0
+    new.summary["ratios"]["latency_reduction_ort_bs1"] = 0.3
+    rows = comparison_rows([long, old, new])
+    x = canonical_key("latency_ort_bs1_ms")
+    assert canonical_key("latency_onnx_bs1_ms") == x and canonical_key("latency_reduction_onnx_bs1") \
+        == canonical_key("latency_reduction_ort_bs1") and canonical_key("test_acc_ort_int8") == "test_acc_onnx_int8"
+    assert [c for c in columns(rows) if "onnx" in c or "ort" in c] == [x, x.replace("latency_", "reduction_")[:-3]]
+    assert sorted(r.get(x) for r in rows if r["role"] == "candidate" and r.get(x)) == [3.0, 4.0]
+    text = summary_table(rows, x)
+    assert max(map(len, text.splitlines())) <= 160
+    name = max((r["name"] for r in rows), key=len)
+    narrow = summary_table(rows, x, width=100)
+    assert len(name) > 40 and name not in narrow and name[:10] in narrow and "…" in narrow  # the name gives way
+    assert max(map(len, narrow.splitlines())) <= 100

@@ -176,7 +176,7 @@ def test_report_summary_gets_the_deployed_accuracy_per_precision(tmp_path):
 
 
 def test_compare_has_columns_per_backend_and_precision():
-    from elimnet.report.compare import columns, comparison_rows
+    from elimnet.report.aggregate import columns, comparison_rows
     from elimnet.report.records import ExpRecord
 
     summ = {"arch": "resnet18", "weights": "none", "steps": ["elim"],

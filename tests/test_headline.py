@@ -29,8 +29,8 @@ def test_records_read_summary_from_the_experiments_commit(tmp_path):
     show = [{"rev": rev, "name": "main", "data": {"rev": rev, "metrics": {"metrics/headline.json": {"data": {}}},
                                                   "params": {"params.yaml": {"data": {"model": {"elim": 2}}}}},
              "experiments": None}]
-    records, skipped = records_from_dvc(show, repo=str(tmp_path))
+    records, skipped = records_from_dvc(show, repo=str(tmp_path), include_commits=True)
     assert skipped == [] and [r.summary["arch"] for r in records] == ["resnet18"]
     assert records[0].params["model.elim"] == 2
     # Without a repo to read from, the experiment has no summary: skipped, not invented.
-    assert records_from_dvc(show)[0] == [] and records_from_dvc(show)[1] == ["main"]
+    assert records_from_dvc(show, include_commits=True) == ([], ["main"])

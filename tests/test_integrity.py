@@ -399,7 +399,7 @@ from torch import nn
 
 from elimnet.config import ConfigError, defaults, flatten, load_params, schema, yaml_load
 from elimnet.compress import build
-from elimnet.report.compare import method_label
+from elimnet.report.aggregate import method_label
 
 flat = flatten(yaml_load(Path("params.yaml").read_text()))
 assert sorted(flat) == sorted(schema()), set(flat) ^ set(schema())

@@ -64,7 +64,7 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
 
     from elimnet.checkpoint import load_model
     from elimnet.pipeline.report_stage import run_report
-    from elimnet.report.compare import comparison_rows
+    from elimnet.report.aggregate import comparison_rows
     from elimnet.report.records import records_from_mlflow
     from elimnet.track import git_commit
 

@@ -68,3 +68,30 @@ def test_every_vega_plot_renders_offline_in_chromium(plots_page):
     _chromium("--window-size=1400,1800", f"--screenshot={shot}", page.as_uri())
     assert shot.stat().st_size > 20_000  # a blank page is a few kB
     print(f"screenshot: {shot}")
+
+
+# A 1x1 PNG.
+_TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360"
+                          "0000000200015e2ad1400000000049454e44ae426082")
+
+
+def test_plots_show_is_quiet_with_layerprune_off(tmp_path):
+    """The compress stage's importance file with LayerPrune off (written by the code, not the committed one):
+    `dvc plots show` draws every plot, the importance one empty, and prints no warning."""
+    import json
+
+    from elimnet.compress.layerprune import importance_file
+
+    repo = hermetic_repo(tmp_path / "repo")
+    (repo / "metrics/layer_importance.json").write_text(json.dumps(importance_file([{"name": "elim"}])) + "\n")
+    (repo / "plots").mkdir(exist_ok=True)  # the report stage's image (git-ignored): any PNG will do
+    (repo / "plots/curves.png").write_bytes(_TINY_PNG)
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    run = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "html")],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    said = [line for line in (run.stdout + run.stderr).splitlines()
+            if any(w in line.lower() for w in ("warning", "error", "failed"))]
+    assert said == [], run.stdout + run.stderr
+    page = (tmp_path / "html/index.html").read_text(encoding="utf8")
+    assert "vegaEmbed('#metrics_layer_importance_json'" in page

@@ -281,9 +281,12 @@ def layerprune(model: StagedNet, removed: list[str]) -> tuple[StagedNet, dict]:
     return TRANSFORMS["layerprune"].apply(model, removed=removed)
 
 
-def importance_file(steps: list[dict]) -> dict:
-    """metrics/layer_importance.json content from plan_and_apply's steps (empty when LayerPrune is off)."""
+def importance_file(steps: list[dict]) -> dict | list:
+    """metrics/layer_importance.json content from plan_and_apply's steps.
+
+    With LayerPrune off it is an empty list: `dvc plots show` draws an empty plot from it, where an
+    object holding an empty list made it warn "'nonetype' object has no attribute 'keys'"."""
     for s in steps:
         if s["name"] == "layerprune":
             return s["spec"]["importance"]
-    return {"criterion": None, "mode": "off", "candidates": []}
+    return []

@@ -1,10 +1,13 @@
 """Experiment records from `dvc exp show --json` (DVC 3.x) or from an MLflow experiment.
 
-A record is one finished experiment: its flat params and its metrics/summary.json (the report
-stage's output), from which the comparison rows are built.
+A record is one finished experiment: its flat params, its metrics/summary.json (the report
+stage's output) and the hardware block its latencies were measured on (metrics/latency.json), from
+which the comparison rows are built. Records come in the order a user reads them: the workspace, then
+experiments, then commits (only when asked for).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -17,6 +20,10 @@ import yaml
 from elimnet.errors import ConfigError, StageError
 
 SUMMARY = "metrics/summary.json"
+LATENCY = "metrics/latency.json"  # its `hardware` block says which machine timed the latencies
+# What makes two latency figures comparable: the CPU, its kernel-deciding ISA flags, cores and threads.
+# Versions and the measured peak are left out (the same machine re-probed is still the same machine).
+_FINGERPRINT_KEYS = ("cpu", "machine", "isa", "cpus", "threads")
 
 
 @dataclass
@@ -26,23 +33,50 @@ class ExpRecord:
     summary: dict[str, Any]  # metrics/summary.json: arch, weights, steps, baseline, candidate, ratios
     source: str = ""  # "dvc:<rev>" or "mlflow:<run id>"
     tags: dict[str, str] = field(default_factory=dict)
+    hardware: dict[str, Any] | None = None  # latency.json's hardware block; None when not recorded
+
+    @property
+    def machine(self) -> str | None:
+        return machine_id(self.hardware)
+
+
+def machine_id(hardware: dict | None) -> str | None:
+    """A short, stable id of the machine a hardware block describes (None: not recorded)."""
+    if not isinstance(hardware, dict) or not hardware.get("cpu"):
+        return None
+    key = {k: hardware.get(k) for k in _FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def machine_label(hardware: dict | None) -> str:
+    """'AMD EPYC, 2 threads [1a2b3c4d]' for a report line; 'unrecorded machine' without a block."""
+    mid = machine_id(hardware)
+    if mid is None:
+        return "unrecorded machine"
+    threads = hardware.get("threads")
+    return f"{hardware['cpu']}" + (f", {threads} threads" if threads else "") + f" [{mid}]"
 
 
 # ----------------------------------------------------------------------------- DVC
-def _dvc_entries(show: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(name, data) of every experiment, then every commit, then the workspace."""
-    commits, workspace = [], []
+def dvc_entries(show: list[dict], include_commits: bool) -> Iterator[tuple[str, dict]]:
+    """(name, data): the workspace, then every experiment (newest first), then the commits if asked for.
+
+    The workspace comes first so that a user's own run is never hidden behind an older record of the
+    same params and seed."""
+    commits = []
     for entry in show:
         if entry.get("rev") == "workspace":
-            workspace.append(("workspace", entry))
+            yield "workspace", entry
+    for entry in show:
+        if entry.get("rev") == "workspace":
             continue
         for exp in entry.get("experiments") or []:
             for rev in exp.get("revs") or []:  # DVC 3: one rev per experiment, newest first
                 yield rev.get("name") or exp.get("name") or rev.get("rev", "")[:7], rev
                 break
         commits.append((entry.get("name") or entry.get("rev", "")[:7], entry))
-    yield from commits
-    yield from workspace
+    if include_commits:
+        yield from commits
 
 
 def _git_json(repo: str, rev: str | None, path: str) -> dict | None:
@@ -56,28 +90,38 @@ def _git_json(repo: str, rev: str | None, path: str) -> dict | None:
         return None
 
 
-def records_from_dvc(show: list[dict], summary_path: str = SUMMARY,
-                     repo: str | None = None) -> tuple[list[ExpRecord], list[str]]:
-    """Parse DVC 3.x `exp show --json`; return (records, names skipped for lacking a summary)."""
+def _metric_file(data: dict, path: str, repo: str | None) -> dict | None:
+    """A JSON file of one record: from `exp show` when DVC tracks it as a metric, else from the record's commit."""
+    found = ((data.get("metrics") or {}).get(path) or {}).get("data")
+    if found is None and repo is not None:
+        found = _git_json(repo, data.get("rev"), path)
+    return found
+
+
+def records_from_dvc(show: list[dict], summary_path: str = SUMMARY, repo: str | None = None,
+                     include_commits: bool = False) -> tuple[list[ExpRecord], list[str]]:
+    """Parse DVC 3.x `exp show --json`; return (records, names skipped for lacking a summary).
+
+    include_commits: also the commits' own records (asked for with --rev/--all-commits), after the
+    workspace and the experiments."""
     from elimnet.config import flatten
 
     if not isinstance(show, list):
         raise StageError("dvc exp show --json: expected a list of commits (DVC 3.x format)")
-    records, skipped, seen = [], [], []
-    for name, entry in _dvc_entries(show):
-        data = entry.get("data") or {}
-        summary = ((data.get("metrics") or {}).get(summary_path) or {}).get("data")
-        if summary is None and repo is not None:  # not a DVC metric: read the experiment's committed file
-            summary = _git_json(repo, data.get("rev", entry.get("rev")), summary_path)
+    records, skipped, seen = [], [], set()
+    for name, entry in dvc_entries(show, include_commits):
+        data = {"rev": entry.get("rev"), **(entry.get("data") or {})}
+        summary = _metric_file(data, summary_path, repo)
         if entry.get("error") or not isinstance(summary, dict) or "candidate" not in summary:
             skipped.append(name)
             continue
         params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
         key = json.dumps([params, summary], sort_keys=True, default=str)
-        if key in seen:  # the workspace and a commit usually repeat an experiment
+        if key in seen:  # the workspace and a commit usually repeat an experiment: the first one stays
             continue
-        seen.append(key)
-        records.append(ExpRecord(name, params, summary, source=f"dvc:{data.get('rev', entry.get('rev'))}"))
+        seen.add(key)
+        hardware = summary.get("hardware") or (_metric_file(data, LATENCY, repo) or {}).get("hardware")
+        records.append(ExpRecord(name, params, summary, source=f"dvc:{data['rev']}", hardware=hardware))
     return records, skipped
 
 
@@ -128,7 +172,8 @@ def _unflatten_metrics(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], list[str]]:
-    """One record per finished run of `experiment` (the report stage logs one run per experiment)."""
+    """One record per finished run of `experiment` (the report stage logs one run per experiment), newest
+    first: like the workspace in `records_from_dvc`, a user's latest run is never hidden by an older one."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -137,7 +182,7 @@ def records_from_mlflow(uri: str, experiment: str) -> tuple[list[ExpRecord], lis
         raise ConfigError(f"mlflow.experiment={experiment}: no such experiment at {uri}")
     records, skipped = [], []
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              max_results=5000, order_by=["attributes.start_time ASC"])
+                              max_results=5000, order_by=["attributes.start_time DESC"])
     for run in runs:
         tags = dict(run.data.tags)
         name = tags.get("dvc_exp_name") or run.info.run_name or run.info.run_id[:8]

@@ -1,24 +1,19 @@
-"""`elimnet bench` and `elimnet compare` (registered by elimnet.cli; heavy imports stay inside)."""
+"""`elimnet bench`: latency, throughput, memory and size of a full model and its candidate, outside DVC."""
 from __future__ import annotations
 
 import argparse
 import json
-import re
-from pathlib import Path
 
+from elimnet.cli._shared import add_num_classes, num_classes
 from elimnet.config import add_params_arguments, params_from_args
-from elimnet.errors import ConfigError, StageError
 
-BENCH_HELP = "latency, throughput, memory and size of the full model and the candidate the params describe"
-COMPARE_HELP = "comparison table (Markdown, CSV) and Pareto plot over DVC experiments or MLflow runs"
+HELP = "latency, throughput, memory and size of the full model and the candidate the params describe"
 
 
-# ----------------------------------------------------------------------------- bench
-def bench_args(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     add_params_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier size (default: the prepared data's classes, else 1000)")
+    add_num_classes(p)
     p.add_argument("--out", default=None, help="also write the result (metrics/latency.json schema) here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--csv", default=None, metavar="FILE",
@@ -108,71 +103,14 @@ def bench_csv(r: dict) -> str:
     return buf.getvalue()
 
 
-def cmd_bench(args) -> int:
-    from elimnet.data.prepare import default_num_classes
-    from elimnet.io import write_json
+def run(args) -> int:
+    from elimnet.io import write_json, write_text
 
     cfg = params_from_args(args)
-    n = args.num_classes if args.num_classes is not None else default_num_classes()
-    if n < 2:
-        raise ConfigError(f"--num-classes={n}: must be an integer >= 2")
-    r = run_bench(cfg, n, progress=not (args.no_progress or args.json))
+    r = run_bench(cfg, num_classes(args), progress=not (args.no_progress or args.json))
     if args.out:
         write_json(args.out, r)
     if args.csv:
-        from elimnet.io import write_text
-
         write_text(args.csv, bench_csv(r))
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
-    return 0
-
-
-# ----------------------------------------------------------------------------- compare
-def compare_args(p: argparse.ArgumentParser) -> None:
-    add_params_arguments(p)
-    p.add_argument("--source", choices=["dvc", "mlflow"], default="dvc",
-                   help="dvc: `dvc exp show --json` in --repo; mlflow: runs of mlflow.experiment at "
-                        "mlflow.tracking_uri (MLFLOW_TRACKING_URI wins)")
-    p.add_argument("--repo", default=".", help="DVC repository (source=dvc)")
-    p.add_argument("--exp-show-json", default=None, metavar="FILE",
-                   help="read a saved `dvc exp show --json` instead of running it")
-    p.add_argument("--all-commits", action="store_true", help="experiments of all commits (dvc exp show -A)")
-    p.add_argument("--out-dir", default="reports", help="where compare.md/.csv, pareto.png/.json go")
-    p.add_argument("--x", default="cpu:1", metavar="BACKEND:BS",
-                   help="Pareto latency axis, a backend and batch size (default cpu:1; e.g. ort_int8:1)")
-    p.add_argument("--y", default="test_macro_f1", help="Pareto quality axis (default test_macro_f1)")
-
-
-def cmd_compare(args) -> int:
-    from elimnet.report.compare import DEPLOYED, QUALITY, write_comparison
-    from elimnet.report.records import dvc_exp_show, records_from_dvc, records_from_mlflow
-
-    m = re.fullmatch(r"([a-z0-9_]+):(\d+)", args.x)
-    if not m:
-        raise ConfigError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
-    if args.y not in QUALITY + DEPLOYED:
-        raise ConfigError(f"--y={args.y}: must be one of {', '.join(QUALITY + DEPLOYED)}")
-    x = f"latency_{m[1]}_bs{m[2]}_ms"
-    if args.source == "mlflow":
-        from elimnet.track import tracking_uri
-
-        cfg = params_from_args(args)
-        records, skipped = records_from_mlflow(tracking_uri(cfg), cfg["mlflow.experiment"])
-    else:
-        show = (json.loads(Path(args.exp_show_json).read_text()) if args.exp_show_json
-                else dvc_exp_show(args.repo, ["-A"] if args.all_commits else []))
-        records, skipped = records_from_dvc(show, repo=None if args.exp_show_json else args.repo)
-    if not records:
-        raise StageError(f"source={args.source}: no finished experiment with metrics/summary.json "
-                         f"(run `dvc exp run` first)")
-    res = write_comparison(records, args.out_dir, x, args.y)
-    print(Path(res["files"][0]).read_text(), end="")
-    print(f"{len(records)} experiments, {len(res['rows'])} rows, Pareto front: "
-          + ", ".join(res["rows"][i]["name"] for i in res["front"]))
-    verdicts = [f"{r['name']} (n={r['n']}): {r['verdict']}" for r in res["rows"] if r.get("verdict")]
-    if verdicts:
-        print("test macro-F1 vs the full model at 95%: " + "; ".join(verdicts))
-    if skipped:
-        print(f"skipped (no metrics/summary.json): {', '.join(skipped)}")
-    print("wrote " + ", ".join(res["files"]))
     return 0

@@ -3,6 +3,7 @@
     elimnet summary -S model.arch=resnet18 -S model.elim=2 --num-classes 6 [--json]
     elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.onnx=true]
     elimnet compare [--source dvc|mlflow] [--out-dir reports]
+    elimnet plan --budget 0.33 [--trials 30] [--minutes 60] [--storage postgresql://...]
 
 Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of
 params.yaml when one is in the current directory.
@@ -98,6 +99,9 @@ def _register_report_commands() -> None:
 
     command("bench", rc.BENCH_HELP, rc.bench_args)(rc.cmd_bench)
     command("compare", rc.COMPARE_HELP, rc.compare_args)(rc.cmd_compare)
+    from elimnet.plan.cli import add_plan_arguments, run_plan
+    command("plan", "the most accurate compression within a latency budget on ONNX Runtime (docs/plan.md)",
+            add_plan_arguments)(run_plan)
 
 
 _register_report_commands()

@@ -1,0 +1,5 @@
+import sys
+
+from elimnet.plan.cli import main
+
+sys.exit(main())

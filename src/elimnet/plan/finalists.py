@@ -89,7 +89,8 @@ def evaluate_candidate(ctx: PlanContext, study, overrides: dict, repeats: int, s
     if reference is not None:
         y = splits["test"].labels.tolist()
         deltas = [uncertainty.paired_bootstrap(y, ref["y_pred"], run["y_pred"], ctx.cfg["train.bootstrap"],
-                                               ctx.cfg["seed"] + r) for r, (ref, run) in enumerate(zip(reference, runs))]
+                                               ctx.cfg["seed"] + r)
+                  for r, (ref, run) in enumerate(zip(reference, runs))]
         ci = uncertainty.combined_ci([d["delta_macro_f1"] for d in deltas], [d["delta_macro_f1_ci"] for d in deltas])
         out.update(delta_macro_f1_ci=ci, verdict=uncertainty.verdict(ci))
     return out

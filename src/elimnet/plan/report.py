@@ -58,6 +58,10 @@ def markdown(plan: dict) -> str:
                   f"```bash\n{choice['command']}\n```"]
     else:
         lines += ["", "No candidate met the budget: raise --budget or run more --trials."]
+    rank = plan["proxy"]
+    if rank.get("spearman_vs_test_macro_f1") is not None:
+        lines += ["", f"Proxy (imprinting) against the full finetune's test macro-F1: Spearman "
+                      f"{rank['spearman_vs_test_macro_f1']:+.2f} over {rank['candidates']} finalists."]
     lines += ["", "Rows are the Pareto front of test macro-F1 (mean over repeats, full recipe) against the measured "
               "deployed latency, among the finalists the proxy picked under the budget; \"faster\" is the paired "
               "ratio against the full model timed in the same rounds. See docs/plan.md.", ""]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def open_study(storage: str, name: str, seed: int):
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S)
         study = optuna.create_study(storage=rdb, study_name=name, directions=list(DIRECTIONS), load_if_exists=True)
     except ValueError as e:  # an existing study with other directions
         raise ConfigError(f"--study {name}: {e}") from None

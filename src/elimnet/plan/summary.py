@@ -54,12 +54,17 @@ def summarize(ctx: PlanContext, study, args, splits: dict, storage: str) -> dict
                                     reference=ref_eval["_runs"])
         row.update({k: v for k, v in result.items() if not k.startswith("_")})
     front = pareto(finalists, better="test_macro_f1") if finalists else []
+    from elimnet.compress.criteria import spearman
+
+    # How well the proxy ranked what the full recipe then measured (nan below 2 finalists or on ties).
+    rank = spearman([r["score"] for r in finalists], [r["test_macro_f1"] for r in finalists])
     plan = {"budget_ms": budget_ms, "budget_rule": rule, "batch_size": ctx.batch_size, "threads": ctx.threads,
             "reference": ref, "front": [entry(r, RUNTIME) for r in front], "choice": None,
             "screened": [{"trial": r["trial"], "name": r["name"], "precision": r["overrides"]["deploy.precision"],
                           "latency_ms": r["latency_ms"], "proxy_macro_f1": r["score"]} for r in rows],
-            "repeats": args.repeats, "proxy": {"method": "imprint", "train_images": len(ctx.proxy_train),
-                                               "val_images": len(ctx.proxy_val)},
+            "finalists": [entry(r, RUNTIME) for r in finalists], "repeats": args.repeats,
+            "proxy": {"method": "imprint", "train_images": len(ctx.proxy_train), "val_images": len(ctx.proxy_val),
+                      "spearman_vs_test_macro_f1": None if rank != rank else rank, "candidates": len(finalists)},
             "study": study.study_name, "storage": _public_url(storage), "trials": trial_counts(study),
             "hardware": {"cpu": cpu_info()[0], "fingerprint": ctx.hardware}}
     if finalists:

@@ -137,7 +137,7 @@ def _pg_runner() -> list[str]:
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL cluster on a loopback port (initdb + pg_ctl in a temp dir), its URL."""
-    pytest.importorskip("psycopg2", reason="needs the psycopg2 driver (requirements.txt)")
+    pytest.importorskip("psycopg", reason="needs the psycopg driver (requirements.txt)")
     bins = [shutil.which(b) or next(Path("/usr/lib/postgresql").glob(f"*/bin/{b}"), None) for b in ("initdb", "pg_ctl")]
     if not all(bins):
         print("skip: PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")

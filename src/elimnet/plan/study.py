@@ -112,11 +112,16 @@ def check_same_problem(study, problem: dict) -> None:
                           f"pick a new --study name")
 
 
-def measure(ctx: PlanContext, model: StagedNet, precision: str, name: str) -> tuple[Path, dict, bool]:
-    """(deployed file, {latency_ms, reference_ms}, whether it was timed now) of one candidate."""
-    path = deployed_file(model, precision, ctx.workdir, name, ctx.image_size, ctx.calibration)
+def measure(ctx: PlanContext, model: StagedNet, precision: str, name: str,
+            need_file: bool = True) -> tuple[Path | None, dict, bool]:
+    """(deployed file, {latency_ms, reference_ms}, whether it was timed now) of one candidate.
+
+    A cached timing needs no export unless the caller wants the file (the proxy scores it)."""
     key = ctx.cache.key(structure_key(model, ctx.image_size), precision, ctx.batch_size, ctx.threads, ctx.hardware)
     entry = ctx.cache.get(key)
+    if entry is not None and not need_file:
+        return None, entry, False
+    path = deployed_file(model, precision, ctx.workdir, name, ctx.image_size, ctx.calibration)
     if entry is not None:
         return path, entry, False
     # Interleaved with the full model: the paired ratio survives machine drift, the ms don't.

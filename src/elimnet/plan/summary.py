@@ -15,7 +15,8 @@ def reference_row(ctx: PlanContext) -> dict:
     from elimnet.models import count_params
 
     full = ctx.build(ctx.cfg.replace(**all_off_params()))[1]
-    _, timing, _ = measure(ctx, imprinted(full, ctx.proxy_train, ctx.normalize, ctx.num_classes), "fp32", "full")
+    _, timing, _ = measure(ctx, imprinted(full, ctx.proxy_train, ctx.normalize, ctx.num_classes), "fp32", "full",
+                           need_file=False)
     for f in ctx.workdir.glob("full.*onnx"):
         f.unlink()
     return {"name": "full", "params": count_params(full), "macs": count_macs(full, ctx.image_size),

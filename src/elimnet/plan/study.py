@@ -80,6 +80,25 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _rdb_storage(storage: str, attempts: int = 5):
+    """Optuna's RDB storage; retried when another worker is creating the same schema at this moment."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=4 * HEARTBEAT_S)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+
+
 def open_study(storage: str, name: str, seed: int):
     """Create or load `name` in `storage`, with heartbeats and a sampler seeded for reproducible proposals."""
     import optuna
@@ -87,10 +106,8 @@ def open_study(storage: str, name: str, seed: int):
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them knowingly
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S)
-        study = optuna.create_study(storage=rdb, study_name=name, directions=list(DIRECTIONS), load_if_exists=True)
+        study = optuna.create_study(storage=_rdb_storage(storage), study_name=name, directions=list(DIRECTIONS),
+                                    load_if_exists=True)
     except ValueError as e:  # an existing study with other directions
         raise ConfigError(f"--study {name}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a bad URL surfaces as many SQLAlchemy/driver errors

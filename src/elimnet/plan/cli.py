@@ -27,7 +27,8 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch threads (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="full-recipe finetunes per finalist (seed, seed+1, ...)")
     p.add_argument("--finalists", type=int, default=3, help="screened candidates finetuned in full")
-    p.add_argument("--proxy-images", type=int, default=512, help="training images imprinted per class mean set")
+    p.add_argument("--proxy-images", type=int, default=512,
+                   help="training images whose features set the imprinted class means (the proxy)")
     p.add_argument("--study", default="elimnet-plan", help="Optuna study name (same name + storage = resume)")
     p.add_argument("--storage", default=None, help=f"Optuna RDB URL (default sqlite:///{DEFAULT_WORK_DIR}/plan.db)")
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="latency cache and scratch ONNX files")

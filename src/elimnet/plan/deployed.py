@@ -64,7 +64,7 @@ def structure_key(model: torch.nn.Module, image_size: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-class LatencyCache:
+class TimingCache:
     """JSON file: cache key -> {"latency_ms", "reference_ms"} (the full model timed in the same rounds)."""
 
     def __init__(self, path: str | Path):

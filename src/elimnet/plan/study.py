@@ -19,7 +19,7 @@ from elimnet.config import Config
 from elimnet.data.tensors import Normalizer, TensorSplit
 from elimnet.errors import ConfigError
 from elimnet.models.staged import StagedNet
-from elimnet.plan.deployed import LatencyCache, deployed_file, structure_key, time_deployed
+from elimnet.plan.deployed import TimingCache, deployed_file, structure_key, time_deployed
 from elimnet.plan.proxy import imprinted, proxy_macro_f1
 from elimnet.plan.space import candidate_name, methods_of, suggest_overrides
 
@@ -44,7 +44,7 @@ class PlanContext:
     batch_size: int
     threads: int | None
     hardware: str
-    cache: LatencyCache
+    cache: TimingCache
     workdir: Path
     block_tables: Path | None = None  # LayerPrune's own eager per-block tables, kept across trials
     timing: dict = field(default_factory=dict)  # warmup, repeats, budget_s

@@ -1,0 +1,5 @@
+import sys
+
+from elimnet.plan.runner import main
+
+sys.exit(main())

@@ -3,7 +3,7 @@ with parity against torch and the artifacts' own test accuracy in metrics/<role>
 import sys
 
 from elimnet.pipeline.common import params_from, run_stage, stage_parser
-from elimnet.pipeline.deploy_stage import run_export
+from elimnet.pipeline.export_stage import run_export
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from elimnet.track.mlflow_log import HTTP_LIMITS, bounded_requests, log_run, probe
+from elimnet.track import log_run
+from elimnet.track.connection import HTTP_LIMITS, bounded_requests, probe
 
 
 def _closed_port() -> int:

@@ -7,10 +7,8 @@ from typing import Callable, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from elimnet.config import Config, add_params_arguments, params_from_args  # noqa: E402
+from elimnet.config import add_params_arguments, params_from_args  # noqa: E402
 from elimnet.errors import run_guarded  # noqa: E402
-
-
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -19,17 +17,9 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def params_from(args: argparse.Namespace) -> Config:
-    return params_from_args(args)
+params_from = params_from_args  # the stages' name for it
 
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage; user-facing failures print one line `error: ...` and exit 2 (130 for Ctrl-C)."""
     return run_guarded(lambda: main(argv) and 0)
-
-
-def set_threads(n: int | None) -> None:
-    import torch
-
-    if n:
-        torch.set_num_threads(n)

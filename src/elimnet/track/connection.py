@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -77,13 +78,15 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def artifact_root(uri: str) -> str | None:
-    """Where a new experiment of a SQLite store keeps its artifacts: `mlruns/` next to the database.
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: `mlruns/<experiment>/` next to the database.
 
     MLflow would use ./mlruns of the working directory, a temporary copy for a queued experiment.
     It stores the location absolute (3.17 resolves relative ones), see docs/report.md."""
     db = sqlite_path(uri)
-    return str(db.resolve().parent / "mlruns") if db is not None else None
+    if db is None:
+        return None
+    return str(db.resolve().parent / "mlruns" / re.sub(r"[^\w.-]", "_", experiment))
 
 
 def check_store(uri: str) -> str | None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from elimnet.track.connection import artifact_root, bounded_requests, check_store, init_store, probe
+from elimnet.track.connection import artifact_location, bounded_requests, check_store, init_store, probe
 from elimnet.track.run_content import (EXPERIMENT_KIND, dvc_command_start_ms, entity_batches,
                                        run_description)
 
@@ -62,7 +62,7 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp_id = _experiment_id(client, experiment, artifact_root(uri))
+    exp_id = _experiment_id(client, experiment, artifact_location(uri, experiment))
     tags = {"mlflow.note.content": run_description(params), **(tags or {})}
     run = client.create_run(exp_id, run_name=run_name, start_time=dvc_command_start_ms(),
                             tags={k: str(v) for k, v in tags.items() if v})

@@ -33,9 +33,9 @@ class SearchTracker:
     def start(self, params: dict[str, Any]) -> str | None:
         if not self.enabled:
             return None
-        from elimnet.track.connection import init_store, probe
+        from elimnet.track.connection import check_store, init_store, probe
 
-        why = probe(self.uri)
+        why = probe(self.uri) or check_store(self.uri)
         if why is not None:
             self._fail("start", RuntimeError(why))
             return None

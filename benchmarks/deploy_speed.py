@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from elimnet.deploy.export import export_onnx, ort_session
     from elimnet.deploy.quantize import quantize
     from elimnet.models import create_model
-    from elimnet.pipeline.model_stages import build_candidate
+    from elimnet.compress.build import build_candidate
 
     torch.set_num_threads(args.threads)
     cfg = load_params("/nonexistent.yaml", [f"model.arch={args.arch}", f"model.elim={args.elim}",

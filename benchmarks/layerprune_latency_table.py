@@ -21,7 +21,7 @@ from elimnet.compress.elim import apply_classifier
 from elimnet.compress.layerprune import candidates
 from elimnet.config import defaults
 from elimnet.models import create_model
-from elimnet.pipeline.bench_stage import benchmark_models
+from elimnet.bench.benchmark import benchmark_models
 
 
 def _fmt(s: dict) -> str:

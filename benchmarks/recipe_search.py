@@ -30,7 +30,7 @@ def cpu_model() -> str:
 
 
 def run_recipe(work: Path, params: str | None, overrides: list[str], base_overrides: list[str] = ()) -> dict:
-    from elimnet.pipeline.model_stages import run_pretrained
+    from elimnet.pipeline.pretrained_stage import run_pretrained
     from elimnet.pipeline.prepare_stage import run_prepare
     from elimnet.pipeline.train_stages import run_evaluate, run_finetune
 

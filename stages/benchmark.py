@@ -1,7 +1,7 @@
 """DVC stage benchmark: latency of baseline and candidate per batch size (CPU; CUDA when present)."""
 import sys
 
-from elimnet.pipeline.bench_stage import run_benchmark
+from elimnet.pipeline.benchmark_stage import run_benchmark
 from elimnet.pipeline.common import params_from, run_stage, stage_parser
 
 

@@ -2,7 +2,7 @@
 import sys
 
 from elimnet.pipeline.common import params_from, run_stage, stage_parser
-from elimnet.pipeline.model_stages import run_compress
+from elimnet.pipeline.compress_stage import run_compress
 
 
 def main(argv=None):

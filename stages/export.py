@@ -2,8 +2,9 @@
 with parity against torch and the artifacts' own test accuracy in metrics/<role>/export.json."""
 import sys
 
+from elimnet.deploy.artifacts import PRECISIONS
 from elimnet.pipeline.common import params_from, run_stage, stage_parser
-from elimnet.pipeline.deploy_stage import run_export
+from elimnet.pipeline.export_stage import run_export
 
 
 def main(argv=None):
@@ -17,7 +18,7 @@ def main(argv=None):
     r = run_export(params_from(args), args.model, args.data, args.out, args.metrics, role=args.role)
     acc = r["accuracy"]
     parts = [f"torch acc {acc['torch']['acc']:.4f} F1 {acc['torch']['macro_f1']:.4f}"]
-    for prec in ("fp32", "int8"):
+    for prec in PRECISIONS:
         if prec in acc:
             parts.append(f"{prec} acc {acc[prec]['acc']:.4f} F1 {acc[prec]['macro_f1']:.4f} "
                          f"({acc[prec]['delta_macro_f1']:+.4f})")

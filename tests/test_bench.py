@@ -16,7 +16,7 @@ from elimnet.bench import BACKENDS
 from elimnet.bench.latency import time_runners
 from elimnet.bench.memory import peak_forward_bytes
 from elimnet.config import load_params
-from elimnet.pipeline.bench_stage import SCHEMA_VERSION, benchmark_models
+from elimnet.bench.benchmark import SCHEMA_VERSION, benchmark_models
 
 STAT_KEYS = {"median_ms", "p10_ms", "p90_ms", "mean_ms", "cv", "repeats", "images_per_s", "gmacs_per_s",
              "peak_mem_mb"}

@@ -276,7 +276,7 @@ def test_csv_and_pareto_points_carry_the_intervals(tmp_path, monkeypatch):
 
 def test_mlflow_metrics_round_trip_keeps_the_intervals():
     from elimnet.report.records import _unflatten_metrics
-    from elimnet.track.mlflow_log import _flat_metrics
+    from elimnet.track.run_content import flat_metrics as _flat_metrics
 
     s = seeded("e", 42, 0.80, 0.74, boot_half=0.01).summary
     s["mcnemar_p"] = 0.03

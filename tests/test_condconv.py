@@ -12,7 +12,7 @@ from elimnet.models import count_params, create_model, get_spec
 from elimnet.models.simple_effnet import (CondConv2d, CondConvResidual, InvertedResidual, Routing,
                                           build_simple_effnet, condconv_params)
 from elimnet.compress.build import build_from_params
-from elimnet.pipeline.model_stages import run_pretrained
+from elimnet.pipeline.pretrained_stage import run_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -117,7 +117,7 @@ def test_int8_export_and_evaluation_on_a_tiny_model(tmp_path, tiny_split, one_th
 
     from elimnet.deploy.export import read_metadata
     from elimnet.io import read_json
-    from elimnet.pipeline.deploy_stage import run_export
+    from elimnet.pipeline.export_stage import run_export
 
     data, model_path = _prepared(tmp_path, tiny_split)
     cfg = load_params(tmp_path / "none.yaml", ["deploy.precision=int8", "deploy.calibration_images=20",
@@ -149,7 +149,8 @@ def test_int8_export_and_evaluation_on_a_tiny_model(tmp_path, tiny_split, one_th
 
 def test_fp32_precision_writes_no_int8_and_bad_precision_is_rejected(tmp_path, tiny_split, one_thread):
     from elimnet.errors import ConfigError
-    from elimnet.pipeline.deploy_stage import artifacts, run_export
+    from elimnet.deploy.artifacts import artifacts
+    from elimnet.pipeline.export_stage import run_export
 
     data, model_path = _prepared(tmp_path, tiny_split)
     cfg = load_params(tmp_path / "none.yaml", ["deploy.precision=fp32", "train.threads=1"])
@@ -163,7 +164,7 @@ def test_fp32_precision_writes_no_int8_and_bad_precision_is_rejected(tmp_path, t
 
 def test_report_summary_gets_the_deployed_accuracy_per_precision(tmp_path):
     from elimnet.io import write_json
-    from elimnet.pipeline.report_stage import add_deployed_accuracy
+    from elimnet.report.summary import add_deployed_accuracy
 
     write_json(tmp_path / "candidate" / "export.json", {"accuracy": {
         "torch": {"acc": 0.9, "macro_f1": 0.8}, "fp32": {"acc": 0.9, "macro_f1": 0.8},
@@ -198,7 +199,7 @@ def test_compare_has_columns_per_backend_and_precision():
 
 
 def test_headline_reduction_names_the_shipped_backend():
-    from elimnet.pipeline.report_stage import headline_reduction
+    from elimnet.report.headline import headline_reduction
 
     def per(red, noisy=False):
         return {"8": {"baseline": {"median_ms": 9.0}, "candidate": {"reduction": red / 2}},

@@ -49,7 +49,7 @@ def test_noisy_flag_follows_the_cv_threshold():
 
 def test_latency_json_has_hardware_block_and_ort_int8_with_pct_of_peak(tmp_path, one_thread):
     from elimnet.bench.hardware import ISA_FLAGS
-    from elimnet.pipeline.bench_stage import benchmark_models
+    from elimnet.bench.benchmark import benchmark_models
     from elimnet.cli.bench import CSV_FIELDS, TIMM_FIELDS, bench_csv, format_bench
 
     cfg = load_params(tmp_path / "none.yaml", ["bench.warmup=1", "bench.repeats=3", "bench.budget_s=0.01",

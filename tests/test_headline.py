@@ -4,7 +4,7 @@ import json
 import subprocess
 
 from conftest import git_commit_all
-from elimnet.pipeline.report_stage import headline_metrics
+from elimnet.report.headline import headline_metrics
 from elimnet.report.records import records_from_dvc
 
 SUMMARY = {"arch": "resnet18", "weights": "imagenet", "steps": ["elim"],
@@ -17,7 +17,21 @@ SUMMARY = {"arch": "resnet18", "weights": "imagenet", "steps": ["elim"],
 
 def test_headline_is_the_candidates_few_numbers():
     assert headline_metrics(SUMMARY) == {"params_M": 0.684, "mmacs": 1200.0, "layers": 13, "test_macro_f1": 0.75,
-                                 "test_acc": 0.9, "faster_bs1": 0.25, "faster_bs64": 0.125}
+                                         "test_acc": 0.9, "faster_bs001_pct": 25.0, "faster_bs064_pct": 12.5}
+
+
+def test_headline_latency_names_sort_by_batch_size_and_come_from_the_shipped_backend():
+    """Zero-padded batch sizes sort as numbers; ort_int8 > ort > onnx > cpu, both names of the fp32 ORT backend."""
+    ratios = {"latency_reduction_cpu_bs1": 0.1, "latency_reduction_cpu_bs8": 0.2, "latency_reduction_cpu_bs64": 0.3}
+    for backend in ("onnx", "ort"):
+        ort = {f"latency_reduction_{backend}_bs{bs}": v for bs, v in ((1, 0.5), (8, 0.25), (64, 0.75))}
+        got = headline_metrics({**SUMMARY, "ratios": {**ratios, **ort}})
+        speed = {k: v for k, v in got.items() if k.startswith("faster_")}
+        assert list(speed) == sorted(speed) == ["faster_bs001_pct", "faster_bs008_pct", "faster_bs064_pct"]
+        assert list(speed.values()) == [50.0, 25.0, 75.0]
+    int8 = {"latency_reduction_ort_int8_bs1": 0.4, "latency_reduction_ort_bs1": 0.5}
+    got = headline_metrics({**SUMMARY, "ratios": {**ratios, **int8}})
+    assert {k: v for k, v in got.items() if k.startswith("faster_")} == {"faster_bs001_pct": 40.0}
 
 
 def test_records_read_summary_from_the_experiments_commit(tmp_path):

@@ -414,7 +414,7 @@ if kind == "compression":
     assert hasattr(candidate, "toy") and not hasattr(full, "toy")  # the full twin has it switched off
     assert method_label(cfg.flat(), {}) == "empty Elim 1 + Toy 3"  # weights=none
 elif kind == "backend":
-    from elimnet.pipeline.bench_stage import benchmark_models
+    from elimnet.bench.benchmark import benchmark_models
 
     nets = {n: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()).eval() for n in ("baseline", "candidate")}
     fast = ["bench.warmup=1", "bench.repeats=3", "bench.budget_s=0.05", "bench.threads=1", "bench.batch_sizes=[1]"]

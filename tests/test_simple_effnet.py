@@ -106,7 +106,7 @@ def test_block_param_maps_to_the_se_arch():
 
 @pytest.mark.parametrize("arch", ["simple_effnet_se", "efficientnet_lite0"])
 def test_empty_baseline_is_a_seeded_random_init(tmp_path, arch):
-    from elimnet.pipeline.model_stages import run_pretrained
+    from elimnet.pipeline.pretrained_stage import run_pretrained
 
     def make(name, seed):
         cfg = load_params("/nonexistent.yaml", [f"model.arch={arch}", "model.weights=none", f"seed={seed}"])

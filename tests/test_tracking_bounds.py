@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from elimnet.track.mlflow_log import HTTP_LIMITS, bounded_requests, log_run, probe
+from elimnet.track import log_run
+from elimnet.track.connection import HTTP_LIMITS, bounded_requests, probe
 
 
 def _closed_port() -> int:
@@ -182,3 +183,116 @@ def test_three_processes_on_a_fresh_sqlite_file_all_land(tmp_path):
     ids = [o.strip().splitlines()[-1] if o.strip() else None for o, _ in outs]
     assert "FAILED" not in ids, "\n".join(e[-1500:] for _, e in outs)
     _assert_all_landed(uri, ids)
+
+
+# ----------------------------------------------------------------------------- the store: where, and whether it can take a run
+def _sqlite_file(path: Path, rows: int = 2000) -> bytes:
+    """A real SQLite database over many pages (not an MLflow store: check_store runs before MLflow opens it)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE metrics (key TEXT, value REAL)")
+        con.executemany("INSERT INTO metrics VALUES (?, ?)", [(f"metric_{i:05d}" * 4, i / 7) for i in range(rows)])
+    con.close()
+    return path.read_bytes()
+
+
+def test_corrupted_store_keeps_its_bytes_and_names_the_cause(tmp_path, capfd):
+    import random
+
+    db = tmp_path / "mlflow.db"
+    data = bytearray(_sqlite_file(db))
+    page = 4096
+    assert len(data) > 8 * page
+    mid = (len(data) // page // 2) * page  # a b-tree page in the middle: its header and cells become noise
+    data[mid:mid + page] = random.Random(0).randbytes(page)
+    db.write_bytes(bytes(data))
+    assert _log(f"sqlite:///{db}") is None
+    assert db.read_bytes() == bytes(data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock, journal or mlruns either
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PRAGMA quick_check" in err[0] and "left untouched" in err[0], err
+
+
+def test_read_only_store_is_refused_in_one_line(tmp_path, capfd):
+    db = tmp_path / "mlflow.db"
+    before = _sqlite_file(db, rows=10)
+    db.chmod(0o444)
+    try:
+        assert _log(f"sqlite:///{db}") is None
+    finally:
+        db.chmod(0o644)
+    assert db.read_bytes() == before
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{db} is read-only" in err[0], err
+
+
+def _git_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def test_relative_store_resolves_to_the_repository_that_queued_the_run(tmp_path, monkeypatch):
+    """DVC runs a queued experiment in <repo>/.dvc/tmp/exps/tmpXXXX, a fresh git repository it deletes
+    afterwards, with $DVC_ROOT naming the repository that queued it."""
+    from elimnet.track.connection import resolve_store_uri
+
+    main = _git_repo(tmp_path / "main")
+    temp_copy = _git_repo(main / ".dvc" / "tmp" / "exps" / "tmpabc123")
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert resolve_store_uri("sqlite:///mlflow.db") == f"sqlite:///{temp_copy.resolve()}/mlflow.db"  # no DVC: itself
+    monkeypatch.setenv("DVC_ROOT", str(main))
+    assert resolve_store_uri("sqlite:///mlflow.db") == f"sqlite:///{main.resolve()}/mlflow.db"
+    assert resolve_store_uri("sqlite:///sub/x.db?timeout=5") == f"sqlite:///{main.resolve()}/sub/x.db?timeout=5"
+    assert resolve_store_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_store_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_relative_store_of_a_git_worktree_is_the_main_checkouts(tmp_path, monkeypatch):
+    from elimnet.track.connection import resolve_store_uri
+
+    main = _git_repo(tmp_path / "main")
+    git = ["git", "-C", str(main), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    subprocess.run([*git, "worktree", "add", "-q", str(tmp_path / "wt")], check=True)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "wt")
+    assert resolve_store_uri("sqlite:///mlflow.db") == f"sqlite:///{main.resolve()}/mlflow.db"
+    outside = tmp_path / "no-git"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert resolve_store_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"  # no repository: as MLflow reads it
+
+
+@pytest.mark.slow
+def test_run_from_a_temp_copy_lands_in_the_main_store_and_is_read_back(tmp_path, monkeypatch, capfd):
+    """A queued experiment's report stage: cwd is DVC's temporary copy, the URI the default relative one.
+    The run, and its artifacts, land in the main repository, and the success line names that store."""
+    from mlflow.tracking import MlflowClient
+
+    from elimnet.config import load_params
+    from elimnet.track import tracking_uri
+
+    main = _git_repo(tmp_path / "main")
+    temp_copy = _git_repo(main / ".dvc" / "tmp" / "exps" / "tmpq1")
+    (temp_copy / "metrics").mkdir()
+    (temp_copy / "metrics" / "summary.json").write_text("{}")
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(main))
+    uri = tracking_uri(load_params(tmp_path / "none.yaml", ["mlflow.tracking_uri=sqlite:///mlflow.db"]))
+    assert uri == f"sqlite:///{main.resolve()}/mlflow.db"
+    rid = log_run(uri=uri, experiment="queued", run_name="exp-1", params={"a": 1}, metrics={"m": 0.5},
+                  artifacts=[temp_copy / "metrics" / "summary.json"])
+    assert rid is not None
+    assert not (temp_copy / "mlflow.db").exists() and not (temp_copy / "mlruns").exists()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("queued")
+    assert [r.info.run_id for r in client.search_runs([exp.experiment_id])] == [rid]
+    assert exp.artifact_location == str(main.resolve() / "mlruns" / "queued")
+    assert (main / "mlruns" / "queued" / rid / "artifacts" / "summary.json").read_text() == "{}"
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("MLflow run: ") and f"--backend-store-uri {uri}`" in err[-1]

@@ -154,7 +154,8 @@ def _preds(path, rows, index=True):
 
 
 def test_report_pairs_the_two_prediction_files_by_index(tmp_path):
-    from elimnet.pipeline.report_stage import paired_test_stats, read_predictions
+    from elimnet.report.summary import paired_test_stats
+    from elimnet.train.outputs import read_predictions
 
     truth = ["a", "b", "c", "a", "b", "c", "a", "b"]
     base = ["a", "b", "a", "a", "c", "c", "b", "b"]  # 5 right
@@ -178,7 +179,8 @@ def test_report_pairs_the_two_prediction_files_by_index(tmp_path):
 
 def test_report_refuses_predictions_on_different_images(tmp_path):
     from elimnet.errors import StageError
-    from elimnet.pipeline.report_stage import paired_test_stats, read_predictions
+    from elimnet.report.summary import paired_test_stats
+    from elimnet.train.outputs import read_predictions
 
     b = read_predictions(_preds(tmp_path / "b.csv", [(0, ("a", "a")), (1, ("b", "a"))]))
     for rows in ([(0, ("a", "a"))], [(0, ("a", "a")), (1, ("a", "a"))]):  # one image short; another truth

@@ -64,7 +64,7 @@ def test_every_torchvision_arch_accepts_imagenet_weights():
 
 def test_good_file_loads_into_the_staged_net_and_is_cached(http_server, monkeypatch, tmp_path):
     from elimnet.checkpoint import load_model
-    from elimnet.pipeline.model_stages import run_pretrained
+    from elimnet.pipeline.pretrained_stage import run_pretrained
 
     torch.manual_seed(1)
     tv = tvm.mnasnet0_5(weights=None).eval()

@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run_bench(cfg, num_classes: int, progress: bool = False) -> dict:
     """Build full and candidate from params (random init, no download) and benchmark them."""
-    from elimnet.pipeline.bench_stage import benchmark_models
+    from elimnet.bench.benchmark import benchmark_models
     from elimnet.compress.build import build_from_params
 
     candidate, steps, full = build_from_params(cfg, num_classes)

@@ -44,3 +44,26 @@ def evaluate_onnx(path: str | Path, split: TensorSplit, num_classes: int, *, bat
         out["agreement"] = float((pred == np.asarray(reference)).mean())
     out["y_pred"] = pred.tolist()
     return out
+
+
+def evaluate_artifacts(model_path: str | Path, deploy_dir: str | Path, data_dir: str | Path, batch_size: int,
+                       split: str = "test") -> dict:
+    """acc/macro-F1 of the torch model and of every artifact in `deploy_dir` on `split`, with each
+    artifact's delta against torch and its top-1 agreement with torch (docs/deploy.md)."""
+    from elimnet.checkpoint import load_model
+    from elimnet.data.prepare import load_meta
+    from elimnet.deploy.artifacts import artifacts
+    from elimnet.train.metrics import evaluate
+
+    model, config = load_model(model_path)
+    num_classes = len(load_meta(data_dir)["classes"])
+    data = TensorSplit.load(Path(data_dir) / f"{split}.pt")
+    normalize = Normalizer(config["mean"], config["std"])
+    ref = evaluate(model, data, normalize, batch_size, num_classes)
+    out = {"split": split, "images": len(data), "torch": {k: ref[k] for k in ("acc", "macro_f1")}}
+    for precision, path in artifacts(deploy_dir).items():
+        m = evaluate_onnx(path, data, num_classes, batch_size=batch_size, normalize=normalize,
+                          reference=ref["y_pred"])
+        out[precision] = {"acc": m["acc"], "macro_f1": m["macro_f1"], "agreement": m["agreement"],
+                          "delta_acc": m["acc"] - ref["acc"], "delta_macro_f1": m["macro_f1"] - ref["macro_f1"]}
+    return out

@@ -1,1 +1,2 @@
-"""The work of each DVC stage, as library functions; `stages/*.py` are thin CLI wrappers."""
+"""Stage glue: each `stages/<stage>.py` script calls one `run_*` here, which reads its deps, calls the
+library and writes its outs. Nothing in the library imports this package."""

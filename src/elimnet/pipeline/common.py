@@ -7,10 +7,8 @@ from typing import Callable, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from elimnet.config import Config, add_params_arguments, params_from_args  # noqa: E402
+from elimnet.config import add_params_arguments, params_from_args  # noqa: E402
 from elimnet.errors import ElimnetError, one_line, run_guarded  # noqa: E402
-
-
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -19,8 +17,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def params_from(args: argparse.Namespace) -> Config:
-    return params_from_args(args)
+params_from = params_from_args  # the stages' name for it
 
 
 # DVC deletes a stage's outputs before running it, and `dvc exp run -S` has already written params.yaml.
@@ -40,10 +37,3 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
             raise
 
     return run_guarded(call)
-
-
-def set_threads(n: int | None) -> None:
-    import torch
-
-    if n:
-        torch.set_num_threads(n)

@@ -14,35 +14,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from elimnet.config import Config, load_params, schema
+from elimnet.dvc_files import resolved_values, stage_params
 from elimnet.errors import ConfigError, ElimnetError
 from elimnet.io import read_json, write_json
 from elimnet.params_file import changed_since_lock, committed_text, locked_values, restore_key, show
 from elimnet.preflight import run_preflight
-
-SELF = "params"  # this stage's name in dvc.yaml
-
-
-def stage_params(dvc_yaml: str | Path) -> dict[str, list[str]]:
-    """{stage: the params.yaml keys or sections it lists} from dvc.yaml (foreach stages once)."""
-    stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
-    out = {}
-    for name, st in stages.items():
-        body = st.get("do", st)
-        keys = [p for p in body.get("params", []) if isinstance(p, str)]
-        if name != SELF:
-            out[name] = keys
-    return out
-
-
-def resolved_values(cfg: Config, keys: list[str]) -> dict[str, Any]:
-    """Flat resolved values of the listed keys; a section name ("bench") stands for all its keys."""
-    flat = cfg.flat()
-    return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)}
 
 
 def _bad_keys(err: ElimnetError) -> list[str]:

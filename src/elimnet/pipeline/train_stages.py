@@ -1,45 +1,22 @@
 """finetune and evaluate stages."""
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
-import torch
-
 from elimnet.bench.allocator import allocator_state
 from elimnet.checkpoint import load_model, save_model
-from elimnet.compress.elim import set_num_classes
 from elimnet.config import Config
 from elimnet.data.prepare import load_meta, load_prepared, split_path
 from elimnet.data.tensors import Normalizer
 from elimnet.io import write_json, write_text
-from elimnet.pipeline.common import set_threads
 from elimnet.train import distributed
+from elimnet.train.classifier import with_classes
+from elimnet.threads import set_threads
 from elimnet.train.finetune import TrainRecipe, finetune
 from elimnet.train.resume import stage_checkpoint
-from elimnet.train.metrics import evaluate, per_class_f1
-
-
-def _with_classes(model, config: dict, num_classes: int, seed: int):
-    """The baseline starts from the 1000-class pretrained file: give it this data's classifier."""
-    if config.get("num_classes") == num_classes:
-        return model, config
-    torch.manual_seed(seed)  # same fresh classifier as compress's "full" model
-    model, _ = set_num_classes(model, num_classes)
-    config = {**config, "num_classes": num_classes,
-              "steps": config.get("steps", []) + [{"name": "classifier", "spec": {"num_classes": num_classes}}]}
-    return model, config
-
-
-def history_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+from elimnet.train.metrics import evaluate
+from elimnet.train.outputs import evaluation_record, history_csv, predictions_csv
 
 
 def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str | Path, history_path: str | Path,
@@ -55,7 +32,7 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
     meta = load_meta(data_dir)
     classes = meta["classes"]
     model, config = load_model(init)
-    model, config = _with_classes(model, config, len(classes), cfg["seed"])
+    model, config = with_classes(model, config, len(classes), cfg["seed"])
     config.update(classes=classes, image_size=meta["image_size"])
     recipe = TrainRecipe.from_config(cfg)
     teacher = None
@@ -104,26 +81,12 @@ def _write_finetune(result, model, config: dict, cfg: Config, recipe: TrainRecip
 
 def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out: str | Path,
                  predictions_path: str | Path, split: str = "test") -> dict:
-    from elimnet.train import uncertainty
-    from elimnet.train.metrics import support, warn_small_classes
-
     set_threads(cfg["train.threads"])
     model, config = load_model(model_path)
     classes = load_meta(data_dir)["classes"]
     data = load_prepared(data_dir, (split,))[split]
     m = evaluate(model, data, Normalizer(config["mean"], config["std"]), cfg["train.eval_batch_size"], len(classes))
-    f1s = per_class_f1(m["y_true"], m["y_pred"], len(classes))
-    ci = uncertainty.bootstrap_ci(m["y_true"], m["y_pred"], cfg["train.bootstrap"], cfg["seed"])
-    metrics = {f"{split}_loss": m["loss"], f"{split}_acc": m["acc"], f"{split}_macro_f1": m["macro_f1"],
-               f"{split}_acc_ci": ci["acc"], f"{split}_macro_f1_ci": ci["macro_f1"],
-               "bootstrap": {"resamples": cfg["train.bootstrap"], "seed": cfg["seed"], "level": uncertainty.LEVEL},
-               "per_class_f1": dict(zip(classes, f1s)),
-               "per_class_support": dict(zip(classes, support(m["y_true"], len(classes)))),
-               "small_classes": warn_small_classes(m["y_true"], classes, split),
-               "confusion": m["confusion"], "classes": classes, "images": len(data)}
-    # index = position in the split: the report pairs two models' rows on it (paired bootstrap, McNemar)
-    rows = "index,actual,predicted\n" + "".join(f"{i},{classes[a]},{classes[p]}\n" for i, (a, p)
-                                                in enumerate(zip(m["y_true"], m["y_pred"])))
-    write_text(predictions_path, rows)
+    metrics = evaluation_record(m, classes, split, len(data), cfg["train.bootstrap"], cfg["seed"])
+    write_text(predictions_path, predictions_csv(classes, m["y_true"], m["y_pred"]))
     write_json(out, metrics)
     return metrics

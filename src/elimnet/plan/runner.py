@@ -80,7 +80,7 @@ def make_context(args, cfg):
     """PlanContext from the prepared data, the backbone and the arguments; also returns the splits."""
     from elimnet.data.prepare import load_meta, load_prepared
     from elimnet.models import get_spec
-    from elimnet.pipeline.deploy_stage import calibration_batches
+    from elimnet.deploy.calibration import calibration_batches
     from elimnet.plan.deployed import TimingCache, hardware_fingerprint
     from elimnet.plan.proxy import sample_split
     from elimnet.plan.study import PlanContext
@@ -112,7 +112,7 @@ def problem_of(ctx, args) -> dict:
 
 def run_plan(args) -> int:
     from elimnet.config import params_from_args
-    from elimnet.pipeline.common import set_threads
+    from elimnet.threads import set_threads
     from elimnet.plan.study import check_same_problem, open_study, run_trials
 
     _check_args(args)

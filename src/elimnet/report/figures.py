@@ -53,3 +53,15 @@ def curves_figure(histories: dict[str, list[dict]]):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def save_curves(histories: dict[str, list[dict]], path) -> None:
+    """curves_figure as a PNG at `path` (atomically: DVC never sees half a file)."""
+    import matplotlib.pyplot as plt
+
+    from elimnet.io import atomic_path
+
+    fig = curves_figure(histories)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=CURVES_DPI)
+    plt.close(fig)

@@ -146,7 +146,7 @@ def _typed(v: str) -> Any:
 
 
 def _rejoin_cis(d: dict[str, Any]) -> dict[str, Any]:
-    """MLflow holds a CI [lo, hi] as KEY_lo and KEY_hi (track._flat_metrics): back to KEY: [lo, hi]."""
+    """MLflow holds a CI [lo, hi] as KEY_lo and KEY_hi (track.run_content.flat_metrics): back to KEY: [lo, hi]."""
     out = {}
     for k, v in d.items():
         base = k[:-3]

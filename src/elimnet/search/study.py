@@ -89,7 +89,7 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
     import optuna
     from optuna.trial import TrialState
 
-    from elimnet.pipeline.common import set_threads
+    from elimnet.threads import set_threads
     from elimnet.track import tracking_uri
 
     set_threads(cfg["train.threads"])

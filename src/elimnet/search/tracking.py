@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from elimnet.track.mlflow_log import bounded_requests
+from elimnet.track.connection import bounded_requests
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -33,9 +33,9 @@ class SearchTracker:
     def start(self, params: dict[str, Any]) -> str | None:
         if not self.enabled:
             return None
-        from elimnet.track.mlflow_log import init_store, probe
+        from elimnet.track.connection import check_store, init_store, probe
 
-        why = probe(self.uri)
+        why = probe(self.uri) or check_store(self.uri)
         if why is not None:
             self._fail("start", RuntimeError(why))
             return None

@@ -1,4 +1,5 @@
-"""benchmark: latency of baseline and candidate per backend and batch size, repeats interleaved.
+"""Latency of several models (the benchmark stage: baseline and candidate; `elimnet bench`: full and
+candidate) per backend and batch size, repeats interleaved, reductions against a reference model.
 
 Backends (elimnet.bench.BACKENDS): eager PyTorch on CPU (threads fixed and recorded), eager CUDA
 (events, optional AMP) when a GPU is present, ONNX Runtime CPU (bench.onnx) and torch.compile on
@@ -17,7 +18,6 @@ Backend ort_int8 (deploy.precision=int8): static QDQ INT8 ONNX Runtime, as the e
 from __future__ import annotations
 
 import io
-import os
 import platform
 import tempfile
 from pathlib import Path
@@ -34,9 +34,7 @@ from elimnet.bench.latency import bench_input, paired_reduction, time_runners
 from elimnet.bench.memory import max_rss_bytes, peak_forward_bytes
 from elimnet.bench.ort_timing import onnxruntime_version
 from elimnet.bench.model_size import profile
-from elimnet.checkpoint import load_model
 from elimnet.config import Config
-from elimnet.io import write_json
 
 SCHEMA_VERSION = 2
 
@@ -116,15 +114,3 @@ def _add_derived(stats: dict, runners: dict[str, Callable], prof: dict, bs: int,
         for name, s in stats.items():
             if name != reference:
                 s["reduction"] = paired_reduction(stats[reference]["median_ms"], s["median_ms"])
-
-
-def run_benchmark(cfg: Config, baseline: str | Path, candidate: str | Path, out: str | Path) -> dict:
-    models, size, sizes = {}, None, {}
-    for name, path in (("baseline", baseline), ("candidate", candidate)):
-        model, config = load_model(path)
-        models[name] = model.eval()
-        sizes[name] = os.path.getsize(path)
-        size = config.get("image_size", cfg["data.image_size"])
-    result = benchmark_models(models, cfg, size, file_bytes=sizes)
-    write_json(out, result)
-    return result

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import yaml
 
 from elimnet import errors, extensions
+from elimnet.deploy.artifacts import PRECISIONS  # a leaf: the precisions and their artifact files
 from elimnet.errors import ConfigError
 from elimnet.fields import Field, int_list, int_range, is_bool, is_str, num_range, one_of
 
@@ -89,7 +90,7 @@ CORE: dict[str, Field] = {
     "bench.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations instead of page-faulting "
                                                      "them in again every pass (see elimnet.bench.allocator)"),
     # deploy (export stage, elimnet.deploy) and benchmark noise --------------------
-    "deploy.precision": Field("fp32", one_of(["fp32", "int8"]),
+    "deploy.precision": Field("fp32", one_of(list(PRECISIONS)),
                               "exported artifacts: fp32 ONNX, or fp32 + static INT8 QDQ ONNX"),
     "deploy.calibration_images": Field(128, int_range(1), "train images that set the INT8 activation ranges"),
     "deploy.calibration": Field("auto", one_of(["auto", "minmax", "entropy", "percentile"]),

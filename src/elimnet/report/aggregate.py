@@ -20,13 +20,14 @@ from typing import Any, Iterable
 
 from elimnet.bench import BACKENDS
 from elimnet.bench.backends import canonical_metric_name
+from elimnet.deploy.artifacts import PRECISIONS, onnx_name
 from elimnet.report.records import ExpRecord
 from elimnet.train import uncertainty
 
 QUALITY = [f"{split}_{m}" for m in ("loss", "acc", "macro_f1") for split in ("train", "val", "test")]
 LATENCY_KEY = re.compile(r"^latency_(?P<backend>[a-z0-9_]+?)_bs(?P<bs>\d+)_ms$")  # ort_int8 has a digit
 # Test quality of the exported artifacts (export stage), per precision: test_macro_f1_onnx_int8 etc.
-DEPLOYED = [f"test_{m}_onnx_{p}" for p in ("fp32", "int8") for m in ("acc", "macro_f1")]
+DEPLOYED = [f"test_{m}_{onnx_name(p)}" for p in PRECISIONS for m in ("acc", "macro_f1")]
 # A full model is the same run across experiments when these agree (the DVC baseline is cached);
 # its seeds are one row.
 _BASELINE_KEYS = ("data.", "train.", "model.arch", "model.weights", "model.block", "model.experts")
@@ -34,7 +35,7 @@ SEED_KEYS = ("seed",)  # what repeats of one experiment differ in
 BOOTSTRAPPED = ("test_acc", "test_macro_f1")  # evaluate writes their per-seed bootstrap CI as <metric>_ci
 DELTA = "delta_test_macro_f1"
 # ONNX Runtime's backend was called `onnx` before it became `ort`: records of both ages land in one column.
-_DEPLOYED_NAMES = re.compile(r"^(test_(?:acc|macro_f1))_(?:onnx|ort)_(fp32|int8)")
+_DEPLOYED_NAMES = re.compile(rf"^(test_(?:acc|macro_f1))_(?:onnx|ort)_({'|'.join(PRECISIONS)})")
 
 
 def canonical_key(key: str) -> str:

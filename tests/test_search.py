@@ -80,7 +80,7 @@ def test_search_writes_study_resumes_and_tracks_child_runs(tmp_path, tiny_split)
     assert by_trial[0].data.metrics["val_macro_f1"] == pytest.approx(study.trials[0].values[0])
 
     # A study belongs to one data set and recipe: reusing it with another recipe is refused.
-    with pytest.raises(ConfigError, match=r"^search.study=t: already holds trials"):
+    with pytest.raises(ConfigError, match=r"^search.study=t: already holds trials of another problem"):
         run_search(load_params(params, ["search.epochs=2", "search.trials=4"]), data, out, metrics, progress=False)
 
 

@@ -113,7 +113,8 @@ def problem_of(ctx, args) -> dict:
 def run_plan(args) -> int:
     from elimnet.config import params_from_args
     from elimnet.threads import set_threads
-    from elimnet.plan.study import check_same_problem, open_study, run_trials
+    from elimnet.plan.study import open_study, run_trials
+    from elimnet.studies import check_same_problem
 
     _check_args(args)
     cfg = params_from_args(args)
@@ -121,7 +122,7 @@ def run_plan(args) -> int:
     ctx, splits = make_context(args, cfg)
     storage = args.storage or f"sqlite:///{Path(args.work_dir) / 'plan.db'}"
     study = open_study(storage, args.study, cfg["seed"])
-    check_same_problem(study, problem_of(ctx, args))
+    check_same_problem(study, problem_of(ctx, args), "--study")
     ran = run_trials(ctx, study, args.trials, args.minutes, progress=args.progress)
     print(f"plan {args.study}: this run finished trials {ran}; {ctx.cache.measured} timed, the rest from the cache")
     if args.search_only:

@@ -118,17 +118,6 @@ def open_study(storage: str, name: str, seed: int):
     return study
 
 
-def check_same_problem(study, problem: dict) -> None:
-    """One study, one problem: trials timed or scored on other data or another machine setting don't mix."""
-    old = study.user_attrs.get("problem")
-    if old is None:
-        study.set_user_attr("problem", problem)
-    elif old != problem:
-        diff = {k: (old.get(k), v) for k, v in problem.items() if old.get(k) != v}
-        raise ConfigError(f"--study {study.study_name}: holds trials of another problem {diff}; "
-                          f"pick a new --study name")
-
-
 def measure(ctx: PlanContext, model: StagedNet, precision: str, name: str,
             need_file: bool = True) -> tuple[Path | None, dict, bool]:
     """(deployed file, {latency_ms, reference_ms}, whether it was timed now) of one candidate.

@@ -13,6 +13,7 @@ params, then lower latency), so it flows into finetune / evaluate / benchmark un
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -28,6 +29,7 @@ from elimnet.io import torch_save, write_json
 from elimnet.models import count_params, create_model, get_spec
 from elimnet.search.space import suggest_genome
 from elimnet.search.tracking import SearchTracker
+from elimnet.studies import check_same_problem
 from elimnet.train.finetune import TrainRecipe, finetune
 
 ARCH = "searched_mbconv"
@@ -54,17 +56,6 @@ def _open_study(cfg: Config):
     return study
 
 
-def _check_same_problem(study, problem: dict) -> None:
-    """A study only makes sense on one data set and recipe: refuse to mix trials."""
-    old = study.user_attrs.get("problem")
-    if old is None:
-        study.set_user_attr("problem", problem)
-    elif old != problem:
-        diff = {k: (old.get(k), v) for k, v in problem.items() if old.get(k) != v}
-        raise ConfigError(f"search.study={study.study_name}: already holds trials for other data or recipe "
-                          f"{diff}; pick a new search.study name")
-
-
 def _fail_stale_running(study) -> int:
     """Trials left RUNNING by a killed run never finish: mark them failed so the study is honest."""
     from optuna.trial import TrialState
@@ -84,6 +75,66 @@ def trial_path(trials_dir: str | Path, number: int) -> Path:
     return Path(trials_dir) / f"trial_{number:04d}.pt"
 
 
+def _trial_objective(cfg: Config, study_name: str, data: dict, classes: list, size: int, recipe: TrainRecipe,
+                     trials_dir: Path, tracker: SearchTracker, bar) -> Callable:
+    """One trial: a sampled genome trained from scratch, scored on val macro-F1, params and latency."""
+    spec = get_spec(ARCH)
+
+    def objective(trial) -> tuple[float, float, float]:
+        genome = suggest_genome(trial)
+        trial.set_user_attr("genome", genome)
+        torch.manual_seed(cfg["seed"])
+        model, _ = TRANSFORMS["classifier"].apply(create_model(ARCH, arch_args=genome), num_classes=len(classes))
+        result = finetune(model, data["train"], data["val"], recipe, mean=spec.mean, std=spec.std,
+                          num_classes=len(classes), progress=False)
+        model.load_state_dict(result.best_state)
+        best = result.history[result.best_epoch - 1]
+        f1, params = float(best["val_macro_f1"]), count_params(model)
+        lat = measure_latency({"m": model}, 1, size, warmup=cfg["bench.warmup"], repeats=cfg["bench.repeats"],
+                              budget_s=cfg["bench.budget_s"], channels_last=recipe.channels_last,
+                              seed=cfg["seed"])["m"]["median_ms"]
+        macs = count_macs(model, size)
+        trial.set_user_attr("macs", macs)
+        trial.set_user_attr("val_acc", float(best["val_acc"]))
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        config = model_config(ARCH, steps=[{"name": "classifier", "spec": {"num_classes": len(classes)}}],
+                              arch_args=genome, weights="none", num_classes=len(classes), classes=classes,
+                              image_size=size, search={"study": study_name, "trial": trial.number,
+                                                       "val_macro_f1": f1, "params": params, "latency_ms": lat,
+                                                       "macs": macs})
+        save_model(trial_path(trials_dir, trial.number), model, config)
+        flat = {"widths": genome["widths"], "head": genome["head"], "se": genome["se"], "expand": genome["expand"][0],
+                **trial.params}
+        tracker.log_trial(trial.number, flat, {"val_macro_f1": f1, "val_acc": float(best["val_acc"]),
+                                               "params": params, "latency_ms": lat, "macs": macs})
+        bar.write(f"trial {trial.number}: val macro-F1 {f1:.4f}, {params:,} params, {lat:.2f} ms, "
+                  f"{macs:,} MACs")
+        return f1, float(params), lat
+
+    return objective
+
+
+def _keep_front(study, complete: list, trials_dir: Path, out: Path):
+    """Save the picked trial's model as `out` and delete the dominated trials' files; return the pick."""
+    front = study.best_trials
+    best = pick_best(front)
+    on_front = {t.number for t in front}
+    for t in complete:  # a dominated trial stays dominated: its file is never needed again
+        if t.number not in on_front:
+            trial_path(trials_dir, t.number).unlink(missing_ok=True)
+    best_file = trial_path(trials_dir, best.number)
+    if not best_file.exists():
+        raise StageError(f"{best_file}: the best trial's model is missing (trials dir moved?); "
+                         f"rerun with a new search.study")
+    torch_save(out, load_checkpoint(best_file))
+    return best
+
+
+def _trial_row(t) -> dict:
+    return {"trial": t.number, **dict(zip(OBJECTIVES, t.values)), "macs": t.user_attrs.get("macs"),
+            "val_acc": t.user_attrs.get("val_acc"), "genome": t.user_attrs.get("genome")}
+
+
 def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path: str | Path,
                trials_dir: str | Path | None = None, progress: bool = True) -> dict:
     import optuna
@@ -99,15 +150,13 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
     meta = load_meta(data_dir)
     classes, size = meta["classes"], meta["image_size"]
     data = load_prepared(data_dir, ("train", "val"))
-    train, val = data["train"], data["val"]
     recipe = TrainRecipe.from_config(cfg)
     recipe.epochs, recipe.kd_alpha = cfg["search.epochs"], 0.0
-    spec = get_spec(ARCH)
 
     study = _open_study(cfg)
-    _check_same_problem(study, {"classes": classes, "image_size": size, "train_images": len(train),
-                                "val_images": len(val), "epochs": recipe.epochs, "seed": cfg["seed"],
-                                "lr": recipe.lr, "batch_size": recipe.batch_size})
+    check_same_problem(study, {"classes": classes, "image_size": size, "train_images": len(data["train"]),
+                               "val_images": len(data["val"]), "epochs": recipe.epochs, "seed": cfg["seed"],
+                               "lr": recipe.lr, "batch_size": recipe.batch_size}, "search.study")
     stale = _fail_stale_running(study)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = max(0, cfg["search.trials"] - done)
@@ -117,40 +166,8 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
     tracker.start({**{f"search.{k}": v for k, v in cfg.section("search").items()},
                    "data.name": cfg["data.name"], "image_size": size, "classes": len(classes)})
     bar = tqdm(total=remaining, desc=f"search {cfg['search.study']}", unit="trial", disable=not progress)
-
-    def objective(trial) -> tuple[float, float, float]:
-        genome = suggest_genome(trial)
-        trial.set_user_attr("genome", genome)
-        torch.manual_seed(cfg["seed"])
-        base = create_model(ARCH, arch_args=genome)
-        model, _ = TRANSFORMS["classifier"].apply(base, num_classes=len(classes))
-        result = finetune(model, train, val, recipe, mean=spec.mean, std=spec.std, num_classes=len(classes),
-                          progress=False)
-        model.load_state_dict(result.best_state)
-        best = result.history[result.best_epoch - 1]
-        f1, params = float(best["val_macro_f1"]), count_params(model)
-        lat = measure_latency({"m": model}, 1, size, warmup=cfg["bench.warmup"], repeats=cfg["bench.repeats"],
-                              budget_s=cfg["bench.budget_s"], channels_last=recipe.channels_last,
-                              seed=cfg["seed"])["m"]["median_ms"]
-        macs = count_macs(model, size)
-        trial.set_user_attr("macs", macs)
-        trial.set_user_attr("val_acc", float(best["val_acc"]))
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        config = model_config(ARCH, steps=[{"name": "classifier", "spec": {"num_classes": len(classes)}}],
-                              arch_args=genome, weights="none", num_classes=len(classes), classes=classes,
-                              image_size=size, search={"study": cfg["search.study"], "trial": trial.number,
-                                                       "val_macro_f1": f1, "params": params, "latency_ms": lat,
-                                                       "macs": macs})
-        save_model(trial_path(trials_dir, trial.number), model, config)
-        flat = {"widths": genome["widths"], "head": genome["head"], "se": genome["se"], "expand": genome["expand"][0],
-                **trial.params}
-        tracker.log_trial(trial.number, flat, {"val_macro_f1": f1, "val_acc": float(best["val_acc"]),
-                                               "params": params, "latency_ms": lat, "macs": macs})
-        bar.write(f"trial {trial.number}: val macro-F1 {f1:.4f}, {params:,} params, {lat:.2f} ms, "
-                  f"{macs:,} MACs")
-        return f1, float(params), lat
-
     if remaining:
+        objective = _trial_objective(cfg, cfg["search.study"], data, classes, size, recipe, trials_dir, tracker, bar)
         timeout = cfg["search.minutes"] * 60 if cfg["search.minutes"] else None
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(RuntimeError,),
                        callbacks=[lambda s, t: bar.update(1)])
@@ -159,27 +176,12 @@ def run_search(cfg: Config, data_dir: str | Path, out: str | Path, metrics_path:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise StageError(f"search {cfg['search.study']}: no trial completed (search.minutes too small?)")
-    front = study.best_trials
-    best = pick_best(front)
-    on_front = {t.number for t in front}
-    for t in complete:  # a dominated trial stays dominated: its file is never needed again
-        if t.number not in on_front:
-            trial_path(trials_dir, t.number).unlink(missing_ok=True)
-    best_file = trial_path(trials_dir, best.number)
-    if not best_file.exists():
-        raise StageError(f"{best_file}: the best trial's model is missing (trials dir moved?); "
-                                f"rerun with a new search.study")
-    torch_save(out, load_checkpoint(best_file))
-
-    def row(t) -> dict:
-        return {"trial": t.number, **dict(zip(OBJECTIVES, t.values)), "macs": t.user_attrs.get("macs"),
-                "val_acc": t.user_attrs.get("val_acc"), "genome": t.user_attrs.get("genome")}
-
+    best = _keep_front(study, complete, trials_dir, out)
     summary = {"study": cfg["search.study"], "storage": cfg["search.storage"],
                "trials_complete": len(complete), "trials_run_now": len(complete) - done,
                "trials_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-               "stale_marked_failed": stale, "best": row(best), "pareto": [row(t) for t in front],
-               "model": str(out)}
-    tracker.finish({f"best.{k}": v for k, v in row(best).items() if isinstance(v, (int, float))})
+               "stale_marked_failed": stale, "best": _trial_row(best),
+               "pareto": [_trial_row(t) for t in study.best_trials], "model": str(out)}
+    tracker.finish({f"best.{k}": v for k, v in _trial_row(best).items() if isinstance(v, (int, float))})
     write_json(metrics_path, summary)
     return summary

@@ -185,3 +185,85 @@ def test_report_refuses_predictions_on_different_images(tmp_path):
         c = read_predictions(_preds(tmp_path / "c.csv", rows))
         with pytest.raises(StageError, match="not evaluated on the same test images"):
             paired_test_stats(b, c, 1000, seed=0)
+
+
+# ----------------------------------------------------------------------------- two-level bootstrap (repeats x images)
+def _all(value, n):
+    return np.full(n, value, dtype=int)
+
+
+def test_identical_repeats_reduce_to_the_paired_bootstrap():
+    y, a = noisy(n=300, err=0.4, seed=5)
+    _, b = noisy(n=300, err=0.3, seed=6)
+    b = np.where(np.arange(300) % 2 == 0, y, b)
+    one = uncertainty.paired_bootstrap(y, a, b, 1000, seed=7)
+    for repeats in (1, 2, 4):
+        two = uncertainty.two_level_bootstrap(y, np.tile(a, (repeats, 1)), np.tile(b, (repeats, 1)), 1000, seed=7)
+        assert two["repeats"] == repeats
+        assert two["delta_macro_f1"] == pytest.approx(one["delta_macro_f1"])
+        assert two["delta_macro_f1_ci"] == pytest.approx(one["delta_macro_f1_ci"])
+        assert two["delta_acc_ci"] == pytest.approx(one["delta_acc_ci"])
+
+
+def test_between_repeat_spread_alone_gives_the_hand_computed_interval():
+    """All-right predictions score 1 on every image resample and all-wrong ones 0, so the images add no noise:
+    the deltas of the 4 repeats are [0, 0, 0, -1], and the mean of 4 repeats drawn with replacement is -k/4
+    with k ~ Binomial(4, 1/4): P(k >= 3) = 0.051 > 2.5% > P(k = 4) = 0.004, P(k = 0) = 0.32 > 2.5%."""
+    y = np.arange(40) % 4
+    wrong = (y + 1) % 4
+    base = np.tile(y, (4, 1))
+    cand = np.stack([y, y, y, wrong])
+    d = uncertainty.two_level_bootstrap(y, base, cand, 2000, seed=0)
+    assert d["delta_macro_f1"] == pytest.approx(-0.25) and d["per_repeat_delta_macro_f1"] == [0, 0, 0, -1]
+    assert d["delta_macro_f1_ci"] == [-0.75, 0.0] and d["verdict"] == "no loss detected"
+    assert d["delta_acc_ci"] == [-0.75, 0.0]
+
+
+def test_a_known_between_repeat_spread_widens_the_interval_as_computed_by_hand():
+    """Var(two-level mean delta) = Var_images(mean delta) + Var_repeats(delta)/R for independent levels; the
+    percentile CI's half-width follows as 1.96 sd (checked to Monte Carlo precision)."""
+    n, repeats = 600, 4
+    y, base = noisy(n=n, err=0.5, seed=11)
+    cands = []
+    for r, err in enumerate([0.1, 0.3, 0.5, 0.7]):  # a wide, known spread of the candidate's quality
+        _, c = noisy(n=n, err=err, seed=11)  # same labels (same seed), another error rate
+        cands.append(c)
+    cands = np.stack(cands)
+    two = uncertainty.two_level_bootstrap(y, np.tile(base, (repeats, 1)), cands, 4000, seed=1)
+    per_repeat = np.array(two["per_repeat_delta_macro_f1"])
+    pooled = uncertainty.two_level_bootstrap(y, np.tile(base, (repeats, 1)), np.tile(cands[1], (repeats, 1)),
+                                             4000, seed=1)
+    h_images = (pooled["delta_macro_f1_ci"][1] - pooled["delta_macro_f1_ci"][0]) / 2
+    h_repeats = 1.96 * per_repeat.std() / math.sqrt(repeats)  # the bootstrap's plug-in sd: ddof = 0
+    half = (two["delta_macro_f1_ci"][1] - two["delta_macro_f1_ci"][0]) / 2
+    assert half > 2 * h_images
+    assert half == pytest.approx(math.hypot(h_images, h_repeats), rel=0.15)
+
+
+def test_one_repeat_gives_no_verdict_and_says_why():
+    y, a = noisy(n=300, err=0.6, seed=2)
+    d = uncertainty.two_level_bootstrap(y, a, y.copy(), 1000, seed=0)  # a clear gain, but one run
+    assert d["repeats"] == 1 and d["delta_macro_f1_ci"][0] > 0
+    assert d["verdict"] is None and d["note"] == "training variance not measured (train.repeats=1)"
+    assert "note" not in uncertainty.two_level_bootstrap(y, np.stack([a, a]), np.stack([y, y]), 1000)
+
+
+def test_two_level_ci_of_one_model_and_shape_checks():
+    y = np.arange(40) % 4
+    ci = uncertainty.two_level_ci(y, np.stack([y, y, y, (y + 1) % 4]), 2000, seed=0)
+    assert ci == {"acc": [0.25, 1.0], "macro_f1": [0.25, 1.0]}  # mean of 4 draws from {1, 1, 1, 0}
+    with pytest.raises(ValueError, match="one row per repeat"):
+        uncertainty.two_level_ci(y, np.stack([y[:-1]]), 1000)
+    with pytest.raises(ValueError, match="differ in repeats"):
+        uncertainty.two_level_bootstrap(y, np.stack([y, y]), y, 1000)
+
+
+def test_out_of_fold_predictions_pool_into_one_paired_bootstrap():
+    y, a = noisy(n=300, err=0.4, seed=3)
+    _, b = noisy(n=300, err=0.2, seed=3)
+    folds = [slice(0, 100), slice(100, 200), slice(200, 300)]
+    d = uncertainty.out_of_fold_bootstrap([y[f] for f in folds], [a[f] for f in folds], [b[f] for f in folds],
+                                          1000, seed=4)
+    assert d["folds"] == 3 and d["images"] == 300
+    assert d["delta_macro_f1_ci"] == uncertainty.paired_bootstrap(y, a, b, 1000, seed=4)["delta_macro_f1_ci"]
+    assert d["verdict"] == uncertainty.verdict(d["delta_macro_f1_ci"])

@@ -102,13 +102,16 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
                data_dir: str | Path | None = None) -> dict:
     m = Path(metrics_dir)
     structure, latency = read_json(m / "structure.json"), read_json(m / "latency.json")
-    train = {r: read_json(m / r / "train.json") for r in ROLES}
-    evals = {r: read_json(m / r / "eval.json") for r in ROLES}
-    histories = {r: _read_history(m / r / "history.csv") for r in ROLES}
+    from elimnet.report.repeats import apply_repeats, pool_repeats, repeat_dir, repeat_files
+
+    first = {r: repeat_dir(m, r, 0) for r in ROLES}  # repeat 0: curves, confusion figures, McNemar
+    train = {r: read_json(first[r] / "train.json") for r in ROLES}
+    evals = {r: read_json(first[r] / "eval.json") for r in ROLES}
+    histories = {r: _read_history(first[r] / "history.csv") for r in ROLES}
     summary = summarize(structure, train, evals, latency)
-    summary.update(paired_test_stats(*(read_predictions(m / r / "predictions.csv") for r in ROLES),
+    summary.update(paired_test_stats(*(read_predictions(first[r] / "predictions.csv") for r in ROLES),
                                      cfg["train.bootstrap"], cfg["seed"]))
-    add_deployed_accuracy(summary, m)
+    apply_repeats(summary, pool_repeats(m, cfg["train.repeats"], cfg["train.bootstrap"], cfg["seed"]))
     summary["headline"] = headline_reduction(latency)
     plot_curves(histories, Path(plot_path))
     write_json(out, summary)
@@ -120,7 +123,7 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
                    "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)},
                    **{k: summary[k] for k in PAIRED}}
         artifacts = [out, plot_path, m / "structure.json", m / "latency.json", m / "data.json",
-                     *(m / r / f for r in ROLES for f in ("eval.json", "history.csv", "predictions.csv"))]
+                     *repeat_files(m, cfg["train.repeats"])]
         import matplotlib.pyplot as plt
 
         from elimnet.report.figures import confusion_figure

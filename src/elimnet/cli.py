@@ -3,6 +3,7 @@
     elimnet summary -S model.arch=resnet18 -S model.elim=2 --num-classes 6 [--json]
     elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.onnx=true]
     elimnet compare [--source dvc|mlflow] [--out-dir reports]
+    elimnet reproduce [--ref HEAD] [--json]
 
 Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of
 params.yaml when one is in the current directory.
@@ -91,6 +92,22 @@ def cmd_summary(args) -> int:
     if "mac_table" in s:
         print(format_mac_table(s["mac_table"]))
     return 0
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ref", default="HEAD", help="git commit holding the published metrics/summary.json")
+    p.add_argument("--summary", default="metrics/summary.json", help="this machine's summary (after make repro)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@command("reproduce", "check this machine's metrics against the committed ones: inside their intervals, "
+         "same verdict (exit 1 if not)", _reproduce_args)
+def cmd_reproduce(args) -> int:
+    from elimnet.report.reproduce import format_report, run_reproduce
+
+    result = run_reproduce(args.summary, args.ref)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0 if result["reproduced"] else 1
 
 
 def _register_report_commands() -> None:

@@ -267,3 +267,68 @@ def test_out_of_fold_predictions_pool_into_one_paired_bootstrap():
     assert d["folds"] == 3 and d["images"] == 300
     assert d["delta_macro_f1_ci"] == uncertainty.paired_bootstrap(y, a, b, 1000, seed=4)["delta_macro_f1_ci"]
     assert d["verdict"] == uncertainty.verdict(d["delta_macro_f1_ci"])
+
+
+# ----------------------------------------------------------------------------- the report's pooling of repeats
+def _write_repeat(m, role, r, truth, pred, names):
+    from elimnet.io import write_json, write_text
+    from elimnet.report.repeats import repeat_dir
+
+    d = repeat_dir(m, role, r)
+    acc, f1 = uncertainty.accuracy_macro_f1(truth, pred)
+    write_json(d / "eval.json", {"test_loss": 1.0 + r, "test_acc": acc, "test_macro_f1": f1,
+                                 "test_acc_ci": [0, 1], "test_macro_f1_ci": [0, 1],
+                                 "per_class_f1": {n: 0.5 for n in names}})
+    write_json(d / "train.json", {"best_epoch": r + 1, "val_macro_f1": 0.1 * (r + 1), "train_loss": 2.0})
+    write_json(d / "export.json", {"accuracy": {"fp32": {"acc": acc, "macro_f1": f1}}})
+    write_text(d / "predictions.csv", "index,actual,predicted\n" + "".join(
+        f"{i},{names[a]},{names[p]}\n" for i, (a, p) in enumerate(zip(truth, pred))))
+
+
+def test_report_pools_the_repeats_with_the_two_level_interval(tmp_path):
+    from elimnet.report.repeats import apply_repeats, pool_repeats
+
+    names = ["a", "b", "c"]
+    y, base0 = noisy(n=120, err=0.5, seed=1)
+    _, base1 = noisy(n=120, err=0.4, seed=1)
+    _, cand0 = noisy(n=120, err=0.3, seed=1)
+    _, cand1 = noisy(n=120, err=0.2, seed=1)
+    for role, preds in (("baseline", (base0, base1)), ("candidate", (cand0, cand1))):
+        for r, p in enumerate(preds):
+            _write_repeat(tmp_path, role, r, y, p, names)
+    pooled = pool_repeats(tmp_path, 2, 1000, seed=42)
+    d = uncertainty.two_level_bootstrap(y, [base0, base1], [cand0, cand1], 1000, 42)
+    assert pooled["repeats"] == 2 and pooled["verdict"] == d["verdict"] and "verdict_note" not in pooled
+    assert pooled["delta_test_macro_f1_ci"] == d["delta_macro_f1_ci"]
+    f1 = {k: uncertainty.accuracy_macro_f1(y, p)[1] for k, p in (("b0", base0), ("b1", base1), ("c0", cand0),
+                                                                 ("c1", cand1))}
+    assert pooled["per_repeat"]["baseline"]["test_macro_f1"] == [f1["b0"], f1["b1"]]
+    assert pooled["per_repeat"]["candidate"]["best_epoch"] == [1, 2]
+    assert pooled["candidate"]["test_macro_f1"] == pytest.approx((f1["c0"] + f1["c1"]) / 2)
+    assert pooled["candidate"]["val_macro_f1"] == pytest.approx(0.15) and pooled["baseline"]["test_loss"] == 1.5
+    assert pooled["candidate"]["test_macro_f1_onnx_fp32"] == pytest.approx((f1["c0"] + f1["c1"]) / 2)
+    assert pooled["baseline"]["test_macro_f1_ci"] == uncertainty.two_level_ci(y, [base0, base1], 1000, 42)["macro_f1"]
+    summary = {"baseline": {"test_macro_f1": 0.0, "test_acc": 0.0}, "candidate": {"test_macro_f1": 0.0,
+               "test_acc": 0.0}, "ratios": {"params": 0.5}}
+    apply_repeats(summary, pooled)
+    assert summary["ratios"]["test_macro_f1_delta"] == pytest.approx(summary["delta_test_macro_f1"])
+    assert summary["ratios"]["params"] == 0.5 and summary["repeats"] == 2
+
+
+def test_report_of_one_repeat_gives_no_verdict(tmp_path):
+    from elimnet.errors import StageError
+    from elimnet.report.repeats import pool_repeats
+
+    names = ["a", "b", "c"]
+    y, p = noisy(n=60, seed=2)
+    _write_repeat(tmp_path, "baseline", 0, y, p, names)
+    _write_repeat(tmp_path, "candidate", 0, y, y, names)
+    pooled = pool_repeats(tmp_path, 1, 1000, seed=0)
+    assert pooled["verdict"] is None and pooled["verdict_note"] == "training variance not measured (train.repeats=1)"
+    assert pooled["candidate"]["test_macro_f1_ci"] == [0, 1]  # one run: its own evaluate CI
+    with pytest.raises(StageError, match="r1/predictions.csv: missing"):
+        pool_repeats(tmp_path, 2, 1000, seed=0)
+    _write_repeat(tmp_path, "baseline", 1, y[:-1], p[:-1], names)
+    _write_repeat(tmp_path, "candidate", 1, y, y, names)
+    with pytest.raises(StageError, match="baseline/r1/predictions.csv: not the test images"):
+        pool_repeats(tmp_path, 2, 1000, seed=0)

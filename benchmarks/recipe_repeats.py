@@ -131,6 +131,22 @@ def run_design(design: str, n: int, cfg, work: Path, out: Path, tag: str) -> lis
     return rows
 
 
+def folds_two_level_ci(rows: list[dict], resamples: int, seed: int) -> list[float]:
+    """k-fold with the training noise in: each resample draws k folds with replacement (a fold = its models
+    and its test images), then images within each drawn fold; the delta is taken over the pooled draw."""
+    by = {r: [x for x in rows if x["role"] == r] for r in ROLES}
+    folds = [(np.array(b["y_true"]), np.array(b["y_pred"]), np.array(c["y_pred"]))
+             for b, c in zip(by["baseline"], by["candidate"])]
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(resamples):
+        picked = [folds[i] for i in rng.integers(0, len(folds), len(folds))]
+        idx = [rng.integers(0, len(f[0]), len(f[0])) for f in picked]
+        y, a, b = (np.concatenate([f[j][i] for f, i in zip(picked, idx)]) for j in range(3))
+        deltas.append(uncertainty.accuracy_macro_f1(y, b)[1] - uncertainty.accuracy_macro_f1(y, a)[1])
+    return [float(v) for v in np.quantile(deltas, [(1 - uncertainty.LEVEL) / 2, (1 + uncertainty.LEVEL) / 2])]
+
+
 def summarize(design: str, rows: list[dict], resamples: int, seed: int) -> dict:
     by = {r: [x for x in rows if x["role"] == r] for r in ROLES}
     if design.startswith("seeds"):
@@ -141,11 +157,14 @@ def summarize(design: str, rows: list[dict], resamples: int, seed: int) -> dict:
         d = uncertainty.out_of_fold_bootstrap([x["y_true"] for x in by["baseline"]],
                                               [x["y_pred"] for x in by["baseline"]],
                                               [x["y_pred"] for x in by["candidate"]], resamples, seed)
+    if not design.startswith("seeds"):
+        d["folds_two_level_ci"] = folds_two_level_ci(rows, resamples, seed)
     minutes = sum((x["train_s"] + x["eval_s"]) * x["threads"] for x in rows) / 60
     width = d["delta_macro_f1_ci"][1] - d["delta_macro_f1_ci"][0]
     base_f1 = [x["test_macro_f1"] for x in by["baseline"]]
     return {"design": design, "n": len(by["baseline"]), "delta_macro_f1": d["delta_macro_f1"],
-            "delta_macro_f1_ci": d["delta_macro_f1_ci"], "width": width, "cpu_minutes": round(minutes, 1),
+            "delta_macro_f1_ci": d["delta_macro_f1_ci"], "width": width,
+            "folds_two_level_ci": d.get("folds_two_level_ci"), "cpu_minutes": round(minutes, 1),
             # a CI's width falls as 1/sqrt(cost): width * sqrt(minutes) is the width one CPU-minute would buy
             "width_x_sqrt_minutes": width * math.sqrt(minutes), "verdict": d["verdict"],
             "baseline_f1": base_f1, "baseline_sd": float(np.std(base_f1, ddof=1)) if len(base_f1) > 1 else None,
@@ -161,6 +180,7 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--tag", default="default", help="names a recipe in the rows (with -S)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--summarize-only", action="store_true", help="recompute the summaries from --out's rows")
     args = p.parse_args()
     cfg = defaults().replace(**{"train.checkpoint_dir": None, "mlflow.enabled": False,
                                 **parse_overrides(args.overrides)})
@@ -169,7 +189,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for design in args.design:
         n = args.repeats if design == "seeds" else args.folds
-        rows = run_design(design, n, cfg, work, out, args.tag)
+        if args.summarize_only:
+            rows = [r for k, r in _done(out).items() if k[0] == f"{design}{n}" and k[3] == args.tag]
+        else:
+            rows = run_design(design, n, cfg, work, out, args.tag)
         s = {"summary": True, "tag": args.tag, "overrides": args.overrides,
              **summarize(f"{design}{n}", rows, cfg["train.bootstrap"], cfg["seed"])}
         with open(out, "a") as f:

@@ -14,6 +14,7 @@ def main(argv=None):
     p.add_argument("--metrics", required=True, help="best-epoch JSON")
     p.add_argument("--teacher", default=None, help="finetuned teacher for train.kd (candidate only)")
     p.add_argument("--role", default="candidate")
+    p.add_argument("--repeat", type=int, default=0, help="repeat r of train.repeat_ids: trains with seed + 1000 r")
     args = p.parse_args(argv)
     cfg = params_from(args)
     n = cfg["train.distributed"]
@@ -27,9 +28,10 @@ def main(argv=None):
         return
     from elimnet.pipeline.train_stages import run_finetune  # heavy: not needed by the torchrun launcher
 
-    m = run_finetune(cfg, args.init, args.data, args.out, args.history, args.metrics, args.teacher, args.role)
+    m = run_finetune(cfg, args.init, args.data, args.out, args.history, args.metrics, args.teacher, args.role,
+                     args.repeat)
     if m is not None:  # rank 0 (or the only process)
-        print(f"{args.role}: best epoch {m['best_epoch']}, val macro-F1 {m['val_macro_f1']:.4f}")
+        print(f"{args.role} repeat {args.repeat}: best epoch {m['best_epoch']}, val macro-F1 {m['val_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 arguments: every workspace path is moved under a work folder. The graph is read, not re-encoded."""
 from __future__ import annotations
 
+import itertools
 import runpy
 import shlex
 from pathlib import Path
@@ -20,18 +21,38 @@ def run_stage_script(name: str, argv: list[str]) -> int:
     return run_stage(module["main"], argv)
 
 
-def default_graph() -> list[tuple[str, str, list[str]]]:
-    """[(stage, script name, argv)] from dvc.yaml, foreach stages expanded, in file order (DVC's order)."""
+def _values(spec, params: dict) -> list:
+    """A foreach/matrix list, or the params.yaml list a `${key}` names (DVC resolves them the same way)."""
+    if isinstance(spec, str) and spec.startswith("${"):
+        return params[spec[2:-1]]
+    return spec
+
+
+def _items(st: dict, params: dict) -> list[tuple[str | None, dict]]:
+    """[(name suffix, {placeholder: value})] of a stage: one plain item, foreach's items or matrix's product."""
+    if "foreach" in st:
+        return [(str(v), {"${item}": str(v)}) for v in _values(st["foreach"], params)]
+    if "matrix" in st:
+        keys = list(st["matrix"])
+        combos = itertools.product(*(_values(st["matrix"][k], params) for k in keys))
+        return [("-".join(map(str, c)), {f"${{item.{k}}}": str(v) for k, v in zip(keys, c)}) for c in combos]
+    return [(None, {})]
+
+
+def default_graph(params_path: Path | None = None) -> list[tuple[str, str, list[str]]]:
+    """[(stage, script name, argv)] from dvc.yaml, foreach/matrix stages expanded, in file order (DVC's order)."""
+    from elimnet.config import defaults, load_params
+
+    params = (load_params(params_path) if params_path else defaults()).flat()  # never the workspace's file
     out = []
     for name, st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        items = st.get("foreach", [None])
-        for item in items:
+        for suffix, subs in _items(st, params):
             cmd = st.get("do", st)["cmd"]
-            if item is not None:
-                cmd = cmd.replace("${item}", str(item))
+            for placeholder, value in subs.items():
+                cmd = cmd.replace(placeholder, value)
             words = shlex.split(cmd)
             script = next(w for w in words if w.startswith("stages/"))
-            out.append((name if item is None else f"{name}@{item}", Path(script).stem,
+            out.append((name if suffix is None else f"{name}@{suffix}", Path(script).stem,
                         words[words.index(script) + 1:]))
     return out
 
@@ -42,7 +63,7 @@ def _move(arg: str, work: Path) -> str:
 
 def run_default_graph(params: Path, work: Path) -> None:
     """The dvc.yaml graph, in order, reading `params` and with every workspace path under `work`."""
-    for stage, script, argv in default_graph():
+    for stage, script, argv in default_graph(params):
         args = ["--params", str(params), *(_move(a, work) for a in argv)]
         if script == "params":
             args += ["--dvc-yaml", str(ROOT / "dvc.yaml")]

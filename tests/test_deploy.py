@@ -162,18 +162,16 @@ def test_fp32_precision_writes_no_int8_and_bad_precision_is_rejected(tmp_path, t
     assert json.loads((tmp_path / "export.json").read_text())["precision"] == "fp32"
 
 
-def test_report_summary_gets_the_deployed_accuracy_per_precision(tmp_path):
-    from elimnet.io import write_json
-    from elimnet.report.summary import add_deployed_accuracy
+def test_report_summary_gets_the_deployed_accuracy_per_precision_pooled_over_repeats():
+    from elimnet.report.repeats import deployed_accuracy
 
-    write_json(tmp_path / "candidate" / "export.json", {"accuracy": {
-        "torch": {"acc": 0.9, "macro_f1": 0.8}, "fp32": {"acc": 0.9, "macro_f1": 0.8},
-        "int8": {"acc": 0.85, "macro_f1": 0.75}}})
-    summary = {"baseline": {"test_acc": 0.95}, "candidate": {"test_acc": 0.9}}
-    add_deployed_accuracy(summary, tmp_path)
-    assert summary == {"baseline": {"test_acc": 0.95},
-                       "candidate": {"test_acc": 0.9, "test_acc_onnx_fp32": 0.9, "test_macro_f1_onnx_fp32": 0.8,
-                                     "test_acc_onnx_int8": 0.85, "test_macro_f1_onnx_int8": 0.75}}
+    r0 = {"torch": {"acc": 0.9, "macro_f1": 0.8}, "fp32": {"acc": 0.9, "macro_f1": 0.8},
+          "int8": {"acc": 0.85, "macro_f1": 0.75}}
+    r1 = {"torch": {"acc": 0.8, "macro_f1": 0.6}, "fp32": {"acc": 0.8, "macro_f1": 0.6}}  # no INT8 in repeat 1
+    assert deployed_accuracy([r0]) == {"test_acc_onnx_fp32": 0.9, "test_macro_f1_onnx_fp32": 0.8,
+                                       "test_acc_onnx_int8": 0.85, "test_macro_f1_onnx_int8": 0.75}
+    assert deployed_accuracy([r0, r1]) == pytest.approx({"test_acc_onnx_fp32": 0.85, "test_macro_f1_onnx_fp32": 0.7})
+    assert deployed_accuracy([]) == {}
 
 
 def test_compare_has_columns_per_backend_and_precision():

@@ -104,7 +104,9 @@ def test_exp_run_reruns_only_candidate_stages(repo):
     out = _dvc("exp", "run", "-S", "model.elim=3", cwd=repo)
     _quiet(out)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"params", "compress", "finetune_candidate", "evaluate@candidate", "export@candidate", "benchmark",
+    repeats = range(3)  # train.repeats' default: each repeat of the candidate reruns, no baseline repeat does
+    assert ran == {"params", "compress", *(f"finetune_candidate@{r}" for r in repeats),
+                   *(f"{s}@candidate-{r}" for s in ("evaluate", "export") for r in repeats), "benchmark",
                    "report"}, out
     # The experiment's MLflow run: opens as model training, spans the rerun stages, describes its params diff.
     from mlflow.tracking import MlflowClient

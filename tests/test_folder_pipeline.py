@@ -23,7 +23,7 @@ def test_folder_source_through_every_stage(tmp_path):
     params = {"data": {"name": "folder", "path": str(imgs), "image_size": 32, "val_fraction": 0.25,
                        "test_fraction": 0.25},
               "model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
-              "train": {"epochs": 1, "batch_size": 8, "threads": 1},
+              "train": {"epochs": 1, "batch_size": 8, "threads": 1, "repeats": 1, "repeat_ids": [0]},
               "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False},
               "mlflow": {"enabled": False}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -36,7 +36,11 @@ def test_folder_source_through_every_stage(tmp_path):
     assert sum(data["splits"][s]["size"] for s in ("train", "val", "test")) == 24
     assert torch.load(tmp_path / "data" / "prepared" / "train.pt", weights_only=True)["images"].shape[1:] == (3, 32, 32)
     for role in ("baseline", "candidate"):  # evaluated on exactly the prepared test split
-        rows = (m / role / "predictions.csv").read_text().splitlines()[1:]
+        rows = (m / role / "r0" / "predictions.csv").read_text().splitlines()[1:]
         assert len(rows) == data["splits"]["test"]["size"]
         assert {r.split(",")[1] for r in rows} <= {"apple", "kiwi", "plum"}  # index,actual,predicted
-    assert json.loads((m / "summary.json").read_text())["ratios"]["params"] < 1.0  # elim=2 cut the top
+    summary = json.loads((m / "summary.json").read_text())
+    assert summary["ratios"]["params"] < 1.0  # elim=2 cut the top
+    # one training run per model: an interval over images only, and no verdict
+    assert summary["repeats"] == 1 and summary["verdict"] is None
+    assert summary["verdict_note"] == "training variance not measured (train.repeats=1)"

@@ -135,9 +135,10 @@ def _run(args, cwd, check=True):
     return out
 
 
-OUTS = ["data/prepared/train.pt", "models/pretrained.pt", "models/candidate_init.pt", "models/baseline.pt",
-        "models/candidate.pt", "models/deploy/baseline/model.onnx", "models/deploy/candidate/model.onnx",
-        "plots/curves.png"]
+REPEATS = [(role, r) for role in ("baseline", "candidate") for r in range(3)]  # train.repeats' default
+OUTS = ["data/prepared/train.pt", "models/pretrained.pt", "models/candidate_init.pt",
+        *(f"models/{role}/r{r}.pt" for role, r in REPEATS), *(f"models/deploy/{role}/r{r}/model.onnx"
+                                                              for role, r in REPEATS), "plots/curves.png"]
 
 
 @pytest.fixture(scope="module")
@@ -162,13 +163,11 @@ def locked_repo(tmp_path_factory):
         (dest / rel).write_bytes(f"placeholder {rel}".encode())
     _run([sys.executable, "stages/params.py"], dest)
     for rel in ("metrics/data.json", "metrics/structure.json", "metrics/layer_importance.json",
-                "metrics/block_latency.json", "metrics/headline.json", "metrics/baseline/export.json", "metrics/candidate/export.json",
-                "metrics/baseline/train.json", "metrics/candidate/train.json", "metrics/baseline/eval.json",
-                "metrics/candidate/eval.json", "metrics/latency.json", "metrics/summary.json"):
+                "metrics/block_latency.json", "metrics/headline.json", "metrics/latency.json", "metrics/summary.json",
+                *(f"metrics/{role}/r{r}/{f}.json" for role, r in REPEATS for f in ("export", "train", "eval"))):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_text("{}\n")
-    for rel in ("metrics/baseline/history.csv", "metrics/candidate/history.csv",
-                "metrics/baseline/predictions.csv", "metrics/candidate/predictions.csv"):
+    for rel in (f"metrics/{role}/r{r}/{f}.csv" for role, r in REPEATS for f in ("history", "predictions")):
         (dest / rel).write_text("epoch\n1\n")
     _run(["git", "init", "-q"], dest)
     _run([sys.executable, "-m", "dvc", "commit", "-f", "-q"], dest)

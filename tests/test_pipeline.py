@@ -6,7 +6,8 @@ import yaml
 
 from stage_runner import run_default_graph, run_stage_script
 
-TINY = {"data": {"max_per_class": 8, "image_size": 32}, "train": {"epochs": 2, "batch_size": 8},
+TINY = {"data": {"max_per_class": 8, "image_size": 32},
+        "train": {"epochs": 2, "batch_size": 8, "repeats": 2, "repeat_ids": [0, 1]},
         "model": {"elim": 3}, "bench": {"batch_sizes": [1, 4], "repeats": 3, "warmup": 1, "budget_s": 0.2}}
 
 
@@ -21,12 +22,11 @@ def tiny_run(tmp_path_factory):
 
 def test_every_metrics_file_is_written(tiny_run):
     m = tiny_run / "metrics"
-    for f in ["data.json", "structure.json", "latency.json", "summary.json", "baseline/train.json",
-              "baseline/eval.json", "baseline/history.csv", "baseline/predictions.csv", "candidate/train.json",
-              "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv", "baseline/export.json",
-              "candidate/export.json"]:
+    per_repeat = [f"{role}/r{r}/{f}" for role in ("baseline", "candidate") for r in (0, 1)
+                  for f in ("train.json", "eval.json", "history.csv", "predictions.csv", "export.json")]
+    for f in ["data.json", "structure.json", "latency.json", "summary.json", *per_repeat]:
         assert (m / f).stat().st_size > 0, f
-    assert (tiny_run / "models/deploy/candidate/model.onnx").stat().st_size > 0
+    assert (tiny_run / "models/deploy/candidate/r1/model.onnx").stat().st_size > 0
     assert (tiny_run / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -42,7 +42,7 @@ def test_structure_and_summary_content(tiny_run):
     lat = json.loads((m / "latency.json").read_text())
     assert lat["cuda"] is None or isinstance(lat["cuda"], dict)  # unavailable is recorded, never zero
     assert set(lat["cpu"]) == {"1", "4"}
-    history = (m / "candidate/history.csv").read_text().splitlines()
+    history = (m / "candidate/r0/history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 3  # header + 2 epochs
 
 
@@ -66,11 +66,12 @@ def test_evaluate_and_report_write_intervals(tiny_run):
     from elimnet.train import uncertainty
 
     m = tiny_run / "metrics"
-    ev = {r: json.loads((m / r / "eval.json").read_text()) for r in ("baseline", "candidate")}
-    preds = {r: (m / r / "predictions.csv").read_text().splitlines() for r in ev}
-    for r, e in ev.items():
-        assert preds[r][0] == "index,actual,predicted" and len(preds[r]) == 1 + e["images"]
-        assert [int(ln.split(",")[0]) for ln in preds[r][1:]] == list(range(e["images"]))
+    runs = [(role, r) for role in ("baseline", "candidate") for r in (0, 1)]
+    ev = {k: json.loads((m / k[0] / f"r{k[1]}" / "eval.json").read_text()) for k in runs}
+    preds = {k: (m / k[0] / f"r{k[1]}" / "predictions.csv").read_text().splitlines() for k in runs}
+    for k, e in ev.items():
+        assert preds[k][0] == "index,actual,predicted" and len(preds[k]) == 1 + e["images"]
+        assert [int(ln.split(",")[0]) for ln in preds[k][1:]] == list(range(e["images"]))
         for key in ("test_acc", "test_macro_f1"):
             lo, hi = e[f"{key}_ci"]
             assert 0.0 <= lo <= e[key] <= hi <= 1.0
@@ -79,17 +80,24 @@ def test_evaluate_and_report_write_intervals(tiny_run):
         assert set(e["per_class_f1"]) == set(e["per_class_support"]) == set(e["classes"])
         assert e["small_classes"] == e["classes"]  # a few test images per class: every class is flagged
     s = json.loads((m / "summary.json").read_text())
+    assert s["repeats"] == 2 and s["bootstrap"]["levels"] == ["repeats", "test images"]
     assert s["delta_test_macro_f1"] == pytest.approx(s["ratios"]["test_macro_f1_delta"])
     assert s["delta_test_acc"] == pytest.approx(s["ratios"]["test_acc_delta"])
     for key in ("delta_test_macro_f1_ci", "delta_test_acc_ci"):
         assert s[key][0] <= s[key.removesuffix("_ci")] <= s[key][1]
-    assert 0.0 < s["mcnemar_p"] <= 1.0 and s["paired_images"] == ev["baseline"]["images"]
-    assert s["candidate"]["test_macro_f1_ci"] == ev["candidate"]["test_macro_f1_ci"]
-    # the summary's figures are the paired bootstrap of the two prediction files, seeded by `seed`
-    names = sorted(set(ev["baseline"]["classes"]))
-    y, a, b = ([names.index(ln.split(",")[col]) for ln in preds[r][1:]]
-               for r, col in (("baseline", 1), ("baseline", 2), ("candidate", 2)))
-    assert s["delta_test_macro_f1_ci"] == uncertainty.paired_bootstrap(y, a, b, 1000, 42)["delta_macro_f1_ci"]
+    assert 0.0 < s["mcnemar_p"] <= 1.0 and s["paired_images"] == ev["baseline", 0]["images"]
+    for role in ("baseline", "candidate"):  # pooled = mean of the repeats, which are listed next to it
+        assert s["per_repeat"][role]["test_macro_f1"] == [ev[role, r]["test_macro_f1"] for r in (0, 1)]
+        assert s[role]["test_macro_f1"] == pytest.approx((ev[role, 0]["test_macro_f1"] + ev[role, 1]["test_macro_f1"]) / 2)
+    # the summary's delta CI is the two-level bootstrap of the four prediction files, seeded by `seed`
+    names = sorted(set(ev["baseline", 0]["classes"]))
+    col = {k: [names.index(ln.split(",")[2]) for ln in preds[k][1:]] for k in runs}
+    y = [names.index(ln.split(",")[1]) for ln in preds["baseline", 0][1:]]
+    d = uncertainty.two_level_bootstrap(y, [col["baseline", 0], col["baseline", 1]],
+                                        [col["candidate", 0], col["candidate", 1]], 1000, 42)
+    assert s["delta_test_macro_f1_ci"] == d["delta_macro_f1_ci"] and s["verdict"] == d["verdict"]
+    assert s["candidate"]["test_macro_f1_ci"] == uncertainty.two_level_ci(
+        y, [col["candidate", 0], col["candidate", 1]], 1000, 42)["macro_f1"]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tiny_run}/mlflow.db")
@@ -98,7 +106,7 @@ def test_evaluate_and_report_write_intervals(tiny_run):
     assert mt["mcnemar_p"] == pytest.approx(s["mcnemar_p"])
     assert [mt["delta_test_macro_f1_ci_lo"], mt["delta_test_macro_f1_ci_hi"]] == pytest.approx(
         s["delta_test_macro_f1_ci"])
-    assert mt["candidate.test_acc_ci_hi"] == pytest.approx(ev["candidate"]["test_acc_ci"][1])
+    assert mt["candidate.test_acc_ci_hi"] == pytest.approx(s["candidate"]["test_acc_ci"][1])
 
 
 def test_bad_params_fail_in_one_line_and_leave_nothing(tmp_path, capsys):

@@ -240,5 +240,36 @@ def test_sigint_then_sigkill_then_rerun_equals_an_uninterrupted_run(workdir, mon
         assert torch.equal(x["momentum_buffer"], y["momentum_buffer"])
 
 
+def test_repeats_train_with_their_own_seed_and_checkpoint(workdir, monkeypatch):
+    """Repeat r trains with seed + 1000 r on the same data (other weights than repeat 0), and its resume
+    checkpoint is its own: repeat 1 never resumes from repeat 0's epochs."""
+    from elimnet.checkpoint import load_checkpoint
+    from elimnet.config import load_params
+    from elimnet.pipeline.train_stages import run_finetune
+    from elimnet.train.finetune import repeat_seed
+
+    assert [repeat_seed(42, r) for r in range(3)] == [42, 1042, 2042]
+    d, threads = workdir, torch.get_num_threads()
+    _register(monkeypatch)
+    cfg = load_params(d / "params.yaml").replace(**{"train.epochs": 1})
+    seen = []
+    monkeypatch.setattr("elimnet.pipeline.train_stages.stage_checkpoint",
+                        lambda setting, role, inputs, params, near: seen.append((role, params["seed"])))
+    try:
+        for r in (0, 1):
+            out = d / f"r{r}"
+            run_finetune(cfg, d / "init.pt", d / "data", out / "model.pt", out / "history.csv", out / "train.json",
+                         role="baseline", repeat=r)
+        again = d / "again"
+        run_finetune(cfg, d / "init.pt", d / "data", again / "model.pt", again / "history.csv",
+                     again / "train.json", role="baseline", repeat=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [("baseline-r0", 3), ("baseline-r1", 1003), ("baseline-r1", 1003)]
+    w = [load_checkpoint(p)["state_dict"] for p in (d / "r0/model.pt", d / "r1/model.pt", again / "model.pt")]
+    assert any(not torch.equal(w[0][k], w[1][k]) for k in w[0])  # another init and data order
+    assert all(torch.equal(w[1][k], w[2][k]) for k in w[1])  # the same repeat is the same run
+
+
 if __name__ == "__main__":
     _stage_main()

@@ -187,3 +187,150 @@ def test_report_refuses_predictions_on_different_images(tmp_path):
         c = read_predictions(_preds(tmp_path / "c.csv", rows))
         with pytest.raises(StageError, match="not evaluated on the same test images"):
             paired_test_stats(b, c, 1000, seed=0)
+
+
+# ----------------------------------------------------------------------------- two-level bootstrap (repeats x images)
+def _all(value, n):
+    return np.full(n, value, dtype=int)
+
+
+def test_identical_repeats_reduce_to_the_paired_bootstrap():
+    y, a = noisy(n=300, err=0.4, seed=5)
+    _, b = noisy(n=300, err=0.3, seed=6)
+    b = np.where(np.arange(300) % 2 == 0, y, b)
+    one = uncertainty.paired_bootstrap(y, a, b, 1000, seed=7)
+    for repeats in (1, 2, 4):
+        two = uncertainty.two_level_bootstrap(y, np.tile(a, (repeats, 1)), np.tile(b, (repeats, 1)), 1000, seed=7)
+        assert two["repeats"] == repeats
+        assert two["delta_macro_f1"] == pytest.approx(one["delta_macro_f1"])
+        assert two["delta_macro_f1_ci"] == pytest.approx(one["delta_macro_f1_ci"])
+        assert two["delta_acc_ci"] == pytest.approx(one["delta_acc_ci"])
+
+
+def test_between_repeat_spread_alone_gives_the_hand_computed_interval():
+    """All-right predictions score 1 on every image resample and all-wrong ones 0, so the images add no noise:
+    the deltas of the 4 repeats are [0, 0, 0, -1], and the mean of 4 repeats drawn with replacement is -k/4
+    with k ~ Binomial(4, 1/4): P(k >= 3) = 0.051 > 2.5% > P(k = 4) = 0.004, P(k = 0) = 0.32 > 2.5%."""
+    y = np.arange(40) % 4
+    wrong = (y + 1) % 4
+    base = np.tile(y, (4, 1))
+    cand = np.stack([y, y, y, wrong])
+    d = uncertainty.two_level_bootstrap(y, base, cand, 2000, seed=0)
+    assert d["delta_macro_f1"] == pytest.approx(-0.25) and d["per_repeat_delta_macro_f1"] == [0, 0, 0, -1]
+    assert d["delta_macro_f1_ci"] == [-0.75, 0.0] and d["verdict"] == "no loss detected"
+    assert d["delta_acc_ci"] == [-0.75, 0.0]
+
+
+def test_a_known_between_repeat_spread_widens_the_interval_as_computed_by_hand():
+    """Var(two-level mean delta) = Var_images(mean delta) + Var_repeats(delta)/R for independent levels; the
+    percentile CI's half-width follows as 1.96 sd (checked to Monte Carlo precision)."""
+    n, repeats = 600, 4
+    y, base = noisy(n=n, err=0.5, seed=11)
+    cands = []
+    for r, err in enumerate([0.1, 0.3, 0.5, 0.7]):  # a wide, known spread of the candidate's quality
+        _, c = noisy(n=n, err=err, seed=11)  # same labels (same seed), another error rate
+        cands.append(c)
+    cands = np.stack(cands)
+    two = uncertainty.two_level_bootstrap(y, np.tile(base, (repeats, 1)), cands, 4000, seed=1)
+    per_repeat = np.array(two["per_repeat_delta_macro_f1"])
+    pooled = uncertainty.two_level_bootstrap(y, np.tile(base, (repeats, 1)), np.tile(cands[1], (repeats, 1)),
+                                             4000, seed=1)
+    h_images = (pooled["delta_macro_f1_ci"][1] - pooled["delta_macro_f1_ci"][0]) / 2
+    h_repeats = 1.96 * per_repeat.std() / math.sqrt(repeats)  # the bootstrap's plug-in sd: ddof = 0
+    half = (two["delta_macro_f1_ci"][1] - two["delta_macro_f1_ci"][0]) / 2
+    assert half > 2 * h_images
+    assert half == pytest.approx(math.hypot(h_images, h_repeats), rel=0.15)
+
+
+def test_one_repeat_gives_no_verdict_and_says_why():
+    y, a = noisy(n=300, err=0.6, seed=2)
+    d = uncertainty.two_level_bootstrap(y, a, y.copy(), 1000, seed=0)  # a clear gain, but one run
+    assert d["repeats"] == 1 and d["delta_macro_f1_ci"][0] > 0
+    assert d["verdict"] is None and d["note"] == "training variance not measured (train.repeats=1)"
+    assert "note" not in uncertainty.two_level_bootstrap(y, np.stack([a, a]), np.stack([y, y]), 1000)
+
+
+def test_two_level_ci_of_one_model_and_shape_checks():
+    y = np.arange(40) % 4
+    ci = uncertainty.two_level_ci(y, np.stack([y, y, y, (y + 1) % 4]), 2000, seed=0)
+    assert ci == {"acc": [0.25, 1.0], "macro_f1": [0.25, 1.0]}  # mean of 4 draws from {1, 1, 1, 0}
+    with pytest.raises(ValueError, match="one row per repeat"):
+        uncertainty.two_level_ci(y, np.stack([y[:-1]]), 1000)
+    with pytest.raises(ValueError, match="differ in repeats"):
+        uncertainty.two_level_bootstrap(y, np.stack([y, y]), y, 1000)
+
+
+def test_out_of_fold_predictions_pool_into_one_paired_bootstrap():
+    y, a = noisy(n=300, err=0.4, seed=3)
+    _, b = noisy(n=300, err=0.2, seed=3)
+    folds = [slice(0, 100), slice(100, 200), slice(200, 300)]
+    d = uncertainty.out_of_fold_bootstrap([y[f] for f in folds], [a[f] for f in folds], [b[f] for f in folds],
+                                          1000, seed=4)
+    assert d["folds"] == 3 and d["images"] == 300
+    assert d["delta_macro_f1_ci"] == uncertainty.paired_bootstrap(y, a, b, 1000, seed=4)["delta_macro_f1_ci"]
+    assert d["verdict"] == uncertainty.verdict(d["delta_macro_f1_ci"])
+
+
+# ----------------------------------------------------------------------------- the report's pooling of repeats
+def _write_repeat(m, role, r, truth, pred, names):
+    from elimnet.io import write_json, write_text
+    from elimnet.report.repeats import repeat_dir
+
+    d = repeat_dir(m, role, r)
+    acc, f1 = uncertainty.accuracy_macro_f1(truth, pred)
+    write_json(d / "eval.json", {"test_loss": 1.0 + r, "test_acc": acc, "test_macro_f1": f1,
+                                 "test_acc_ci": [0, 1], "test_macro_f1_ci": [0, 1],
+                                 "per_class_f1": {n: 0.5 for n in names}})
+    write_json(d / "train.json", {"best_epoch": r + 1, "val_macro_f1": 0.1 * (r + 1), "train_loss": 2.0})
+    write_json(d / "export.json", {"accuracy": {"fp32": {"acc": acc, "macro_f1": f1}}})
+    write_text(d / "predictions.csv", "index,actual,predicted\n" + "".join(
+        f"{i},{names[a]},{names[p]}\n" for i, (a, p) in enumerate(zip(truth, pred))))
+
+
+def test_report_pools_the_repeats_with_the_two_level_interval(tmp_path):
+    from elimnet.report.repeats import apply_repeats, pool_repeats
+
+    names = ["a", "b", "c"]
+    y, base0 = noisy(n=120, err=0.5, seed=1)
+    _, base1 = noisy(n=120, err=0.4, seed=1)
+    _, cand0 = noisy(n=120, err=0.3, seed=1)
+    _, cand1 = noisy(n=120, err=0.2, seed=1)
+    for role, preds in (("baseline", (base0, base1)), ("candidate", (cand0, cand1))):
+        for r, p in enumerate(preds):
+            _write_repeat(tmp_path, role, r, y, p, names)
+    pooled = pool_repeats(tmp_path, 2, 1000, seed=42)
+    d = uncertainty.two_level_bootstrap(y, [base0, base1], [cand0, cand1], 1000, 42)
+    assert pooled["repeats"] == 2 and pooled["verdict"] == d["verdict"] and "verdict_note" not in pooled
+    assert pooled["delta_test_macro_f1_ci"] == d["delta_macro_f1_ci"]
+    f1 = {k: uncertainty.accuracy_macro_f1(y, p)[1] for k, p in (("b0", base0), ("b1", base1), ("c0", cand0),
+                                                                 ("c1", cand1))}
+    assert pooled["per_repeat"]["baseline"]["test_macro_f1"] == [f1["b0"], f1["b1"]]
+    assert pooled["per_repeat"]["candidate"]["best_epoch"] == [1, 2]
+    assert pooled["candidate"]["test_macro_f1"] == pytest.approx((f1["c0"] + f1["c1"]) / 2)
+    assert pooled["candidate"]["val_macro_f1"] == pytest.approx(0.15) and pooled["baseline"]["test_loss"] == 1.5
+    assert pooled["candidate"]["test_macro_f1_onnx_fp32"] == pytest.approx((f1["c0"] + f1["c1"]) / 2)
+    assert pooled["baseline"]["test_macro_f1_ci"] == uncertainty.two_level_ci(y, [base0, base1], 1000, 42)["macro_f1"]
+    summary = {"baseline": {"test_macro_f1": 0.0, "test_acc": 0.0}, "candidate": {"test_macro_f1": 0.0,
+               "test_acc": 0.0}, "ratios": {"params": 0.5}}
+    apply_repeats(summary, pooled)
+    assert summary["ratios"]["test_macro_f1_delta"] == pytest.approx(summary["delta_test_macro_f1"])
+    assert summary["ratios"]["params"] == 0.5 and summary["repeats"] == 2
+
+
+def test_report_of_one_repeat_gives_no_verdict(tmp_path):
+    from elimnet.errors import StageError
+    from elimnet.report.repeats import pool_repeats
+
+    names = ["a", "b", "c"]
+    y, p = noisy(n=60, seed=2)
+    _write_repeat(tmp_path, "baseline", 0, y, p, names)
+    _write_repeat(tmp_path, "candidate", 0, y, y, names)
+    pooled = pool_repeats(tmp_path, 1, 1000, seed=0)
+    assert pooled["verdict"] is None and pooled["verdict_note"] == "training variance not measured (train.repeats=1)"
+    assert pooled["candidate"]["test_macro_f1_ci"] == [0, 1]  # one run: its own evaluate CI
+    with pytest.raises(StageError, match="r1/predictions.csv: missing"):
+        pool_repeats(tmp_path, 2, 1000, seed=0)
+    _write_repeat(tmp_path, "baseline", 1, y[:-1], p[:-1], names)
+    _write_repeat(tmp_path, "candidate", 1, y, y, names)
+    with pytest.raises(StageError, match="baseline/r1/predictions.csv: not the test images"):
+        pool_repeats(tmp_path, 2, 1000, seed=0)

@@ -81,6 +81,11 @@ CORE: dict[str, Field] = {
                            "training order: balanced = draw images with replacement, each class equally often"),
     "train.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations while training (faster "
                                                      "steps; see elimnet.bench.allocator)"),
+    # train: repeated training (finetune/evaluate/export per repeat, pooled by the report) -------------
+    "train.repeats": Field(3, int_range(1), "training repeats per model (seed + 1000 r, same split); 1 = one run, "
+                           "no verdict (training variance not measured)"),
+    "train.repeat_ids": Field([0, 1, 2], int_list(0), "the repeats as the list dvc.yaml expands: must be "
+                              "[0, 1, ..., train.repeats-1]"),
     # bench --------------------------------------------------------------------------
     "bench.batch_sizes": Field([1, 8, 64], int_list(1), "latency batch sizes"),
     "bench.warmup": Field(3, int_range(0), "warm-up iterations per batch size"),
@@ -277,6 +282,10 @@ def _core_checks(v: dict[str, Any]) -> None:
     if v["data.val_fraction"] + v["data.test_fraction"] >= 0.9:
         raise ConfigError(f"data.val_fraction+data.test_fraction="
                           f"{v['data.val_fraction'] + v['data.test_fraction']:g}: must be < 0.9")
+    if v["train.repeat_ids"] != list(range(v["train.repeats"])):
+        want = list(range(v["train.repeats"]))
+        raise ConfigError(f"train.repeat_ids={_show(v['train.repeat_ids'])}: must be {_show(want)} for "
+                          f"train.repeats={v['train.repeats']} (DVC expands the stages over this list; set both)")
 
 
 def _show(v: Any) -> str:

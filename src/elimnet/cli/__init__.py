@@ -4,6 +4,7 @@
     elimnet bench -S model.arch=resnet18 -S model.elim=2 -S bench.batch_sizes=[1,8] [-S bench.ort=true]
     elimnet compare [--rev REV ... | --all-commits] [--wide] [--out DIR]
     elimnet exp [--all-commits] [-- DVC_EXP_SHOW_ARGS]
+    elimnet reproduce [--ref HEAD] [--json]
     elimnet plan --budget 0.33 [--trials 30] [--minutes 60] [--storage postgresql://...]
 
 Every command takes the same `-S key=value` overrides as `dvc exp run -S`, on top of

@@ -11,18 +11,24 @@ from elimnet.data.prepare import load_meta, load_prepared, split_path
 from elimnet.data.tensors import Normalizer
 from elimnet.io import write_json, write_text
 from elimnet.train import distributed
-from elimnet.train.classifier import with_classes
 from elimnet.threads import set_threads
-from elimnet.train.finetune import TrainRecipe, finetune
+from elimnet.train.classifier import with_classes
+from elimnet.train.finetune import TrainRecipe, finetune, repeat_seed
 from elimnet.train.resume import stage_checkpoint
 from elimnet.train.metrics import evaluate
 from elimnet.train.outputs import evaluation_record, history_csv, predictions_csv
 
+# The repeat list is not part of a repeat's recipe: raising train.repeats must not restart repeat 0.
+REPEAT_KEYS = ("train.repeats", "train.repeat_ids")
+
 
 def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str | Path, history_path: str | Path,
                  metrics_path: str | Path, teacher_path: str | Path | None = None,
-                 role: str = "candidate") -> dict | None:
-    """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None)."""
+                 role: str = "candidate", repeat: int = 0) -> dict | None:
+    """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None).
+
+    `repeat` r (train.repeats) trains with repeat_seed(seed, r): a new classifier init for the baseline, a new
+    data order and new flips, on the same split."""
     set_threads(cfg["train.threads"])
     allocator_state(cfg["train.keep_freed_memory"])  # no page faults for freed activations every step
     ddp = None
@@ -32,9 +38,10 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
     meta = load_meta(data_dir)
     classes = meta["classes"]
     model, config = load_model(init)
-    model, config = with_classes(model, config, len(classes), cfg["seed"])
+    seed = repeat_seed(cfg["seed"], repeat)
+    model, config = with_classes(model, config, len(classes), seed)
     config.update(classes=classes, image_size=meta["image_size"])
-    recipe = TrainRecipe.from_config(cfg)
+    recipe = TrainRecipe.from_config(cfg, seed=seed)
     teacher = None
     if teacher_path and recipe.kd_alpha > 0:
         teacher, _ = load_model(teacher_path)
@@ -45,9 +52,10 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
     checkpoint = None
     if ddp is None:  # per-epoch resume checkpoints are single-process
         data_files = [split_path(data_dir, "train"), split_path(data_dir, "val"), Path(data_dir) / "meta.json"]
-        checkpoint = stage_checkpoint(cfg["train.checkpoint_dir"], role,
+        checkpoint = stage_checkpoint(cfg["train.checkpoint_dir"], f"{role}-r{repeat}",
                                       [init, teacher_path if teacher is not None else None, *data_files],
-                                      {k: v for k, v in cfg.flat().items() if k.startswith("train.") or k == "seed"},
+                                      {**{k: v for k, v in cfg.flat().items() if k.startswith("train.")
+                                          and k not in REPEAT_KEYS}, "seed": seed},
                                       near=Path(out).parent)
     try:
         result = finetune(model, train, val, recipe, mean=config["mean"], std=config["std"],

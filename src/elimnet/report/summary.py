@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from elimnet.bench import BACKENDS
-from elimnet.deploy.artifacts import PRECISIONS, onnx_name
 from elimnet.errors import StageError
 from elimnet.io import read_json
+from elimnet.report.repeats import apply_repeats, pool_repeats, repeat_dir
 from elimnet.train.outputs import read_history, read_predictions
 
 ROLES = ("baseline", "candidate")
@@ -19,23 +19,25 @@ PAIRED = ("delta_test_macro_f1", "delta_test_macro_f1_ci", "delta_test_acc", "de
 
 
 def read_stage_metrics(metrics_dir: str | Path) -> dict:
-    """What the earlier stages wrote under `metrics_dir`: structure, latency, and per role train, eval, history."""
+    """What the earlier stages wrote under `metrics_dir`: structure, latency, and per role repeat 0's train,
+    eval and history (the curves and confusion figures; the pooled values come from pool_repeats)."""
     m = Path(metrics_dir)
+    first = {r: repeat_dir(m, r, 0) for r in ROLES}
     return {"structure": read_json(m / "structure.json"), "latency": read_json(m / "latency.json"),
-            "train": {r: read_json(m / r / "train.json") for r in ROLES},
-            "evals": {r: read_json(m / r / "eval.json") for r in ROLES},
-            "histories": {r: read_history(m / r / "history.csv") for r in ROLES}}
+            "train": {r: read_json(first[r] / "train.json") for r in ROLES},
+            "evals": {r: read_json(first[r] / "eval.json") for r in ROLES},
+            "histories": {r: read_history(first[r] / "history.csv") for r in ROLES}}
 
 
-def build_summary(metrics_dir: str | Path, stage_metrics: dict, resamples: int, seed: int) -> dict:
-    """summary.json without its headline: rows, ratios, paired statistics, deployed accuracy."""
+def build_summary(metrics_dir: str | Path, stage_metrics: dict, repeats: int, resamples: int, seed: int) -> dict:
+    """summary.json without its headline: rows, ratios, repeat 0's paired statistics (McNemar), then the
+    values pooled over the repeats with the two-level interval and the verdict (report/repeats.py)."""
     m = Path(metrics_dir)
     summary = summarize(stage_metrics["structure"], stage_metrics["train"], stage_metrics["evals"],
                         stage_metrics["latency"])
-    summary.update(paired_test_stats(*(read_predictions(m / r / "predictions.csv") for r in ROLES),
+    summary.update(paired_test_stats(*(read_predictions(repeat_dir(m, r, 0) / "predictions.csv") for r in ROLES),
                                      resamples, seed))
-    add_deployed_accuracy(summary, m)
-    return summary
+    return apply_repeats(summary, pool_repeats(m, repeats, resamples, seed))
 
 
 def paired_test_stats(baseline: dict, candidate: dict, resamples: int, seed: int) -> dict:
@@ -80,15 +82,3 @@ def summarize(structure: dict, train: dict[str, dict], evals: dict[str, dict], l
             "cuda": latency.get("cuda") is not None, **rows, "ratios": ratios}
 
 
-def add_deployed_accuracy(summary: dict, metrics_dir: Path) -> None:
-    """test acc/macro-F1 of each exported artifact (metrics/<role>/export.json, when the export
-    stage ran) into the summary rows: test_macro_f1_onnx_int8 etc., next to torch's test_macro_f1."""
-    for role in ROLES:
-        path = Path(metrics_dir) / role / "export.json"
-        if not path.is_file():
-            continue
-        acc = read_json(path)["accuracy"]
-        for precision in PRECISIONS:
-            if precision in acc:
-                for k in ("acc", "macro_f1"):
-                    summary[role][f"test_{k}_{onnx_name(precision)}"] = acc[precision][k]

@@ -103,6 +103,7 @@ def report_run(cfg, summary: dict, stage_metrics: dict, metrics_dir: str | Path,
     artifacts, confusion figures, tags, the finetuned candidate and its ONNX artifacts, the data splits.
     The figures are open matplotlib figures: close them after logging."""
     from elimnet.report.figures import confusion_figure
+    from elimnet.report.repeats import repeat_files
     from elimnet.report.summary import PAIRED, ROLES
     from elimnet.io import read_json
 
@@ -113,7 +114,7 @@ def report_run(cfg, summary: dict, stage_metrics: dict, metrics_dir: str | Path,
                "data": {"skipped_total": read_json(m / "data.json").get("skipped_total", 0)},
                **{k: summary[k] for k in PAIRED}}
     artifacts = [*files, m / "structure.json", m / "latency.json", m / "data.json",
-                 *(m / r / f for r in ROLES for f in ("eval.json", "history.csv", "predictions.csv"))]
+                 *repeat_files(m, cfg["train.repeats"])]
     # The finetuned candidate goes to MLflow as a model; the DVC-tracked file stays the source of truth.
     model = None
     if model_path:

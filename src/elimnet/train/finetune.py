@@ -79,6 +79,18 @@ class TrainResult:
     optimizer_state: dict | None = None
 
 
+# Repeat r trains with seed + REPEAT_SEED_STRIDE * r: repeat 0 is the single run of old, and a seed sweep
+# (42, 43, 44) never reuses another experiment's repeat unless it has a thousand of them.
+REPEAT_SEED_STRIDE = 1000
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The training seed of repeat `repeat` (init of new layers, data order, flips); the split keeps its own."""
+    if repeat < 0:
+        raise ValueError(f"repeat={repeat}: must be >= 0")
+    return seed + REPEAT_SEED_STRIDE * repeat
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)

@@ -9,6 +9,10 @@ numpy (+ scipy's t quantile) only, and no package imports, so both the evaluate/
   replacement from one seeded generator, so the same (seed, resamples, predictions) give the same CI.
 - The paired bootstrap draws the same images for both models, so the CI of the delta excludes the
   part of the noise both models share (which images happen to be in the test split).
+- The two-level bootstrap (repeats of the training, then test images) adds the training noise: one
+  run is one draw of a chaotic process, and a CI over images alone is too narrow for a verdict that
+  must hold on another machine (Bouthillier et al., "Accounting for Variance in Machine Learning
+  Benchmarks", MLSys 2021). With one repeat there is nothing to resample: no verdict.
 """
 from __future__ import annotations
 
@@ -93,6 +97,90 @@ def paired_bootstrap(y_true, pred_a, pred_b, resamples: int = RESAMPLES, seed: i
             "delta_macro_f1": float(f1_b0[0] - f1_a0[0]), "delta_macro_f1_ci": _percentile_ci(f1_b - f1_a, level)}
 
 
+def _repeat_predictions(y_true, preds) -> tuple[np.ndarray, np.ndarray]:
+    """y (n,) and predictions (R, n) as int arrays; a single run (n,) counts as R = 1."""
+    t = _arrays(y_true)[0]
+    p = np.atleast_2d(np.asarray(preds, dtype=np.int64))
+    if p.ndim != 2 or p.shape[1] != len(t) or p.shape[0] == 0:
+        raise ValueError(f"predictions of shape {p.shape}: must be (repeats, {len(t)}), one row per repeat")
+    return t, p
+
+
+def _repeat_scores(t: np.ndarray, preds: np.ndarray, k: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of every repeat on every image resample: two (R, B) arrays."""
+    per = [_acc_f1(_confusions(t, p, k, idx)) for p in preds]
+    return np.stack([a for a, _ in per]), np.stack([f for _, f in per])
+
+
+def _repeat_draws(repeats: int, resamples: int, seed: int) -> np.ndarray:
+    """(B, R) repeat indices drawn with replacement; a generator apart from the image draws', so that with
+    identical repeats the image draws (and the CI) equal paired_bootstrap's for the same seed."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    return rng.integers(0, repeats, size=(resamples, repeats))
+
+
+def _mean_over_drawn(scores: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    """Mean over the drawn repeats of each resample: scores (R, B), rep (B, R) -> (B,)."""
+    return scores[rep, np.arange(scores.shape[1])[:, None]].mean(1)
+
+
+def two_level_bootstrap(y_true, preds_a, preds_b, resamples: int = RESAMPLES, seed: int = 0,
+                        level: float = LEVEL) -> dict:
+    """Delta b - a of macro-F1 and accuracy, mean over R training repeats on a shared test set, and its CI.
+
+    Each resample draws R (baseline, candidate) repeat pairs with replacement (repeat r of both roles
+    shares its seed, and the candidate may distil from that baseline) and n test images with
+    replacement (the same images for every repeat and both models: paired by image). The CI is the
+    percentile interval of the resampled mean deltas, so it holds both noises: the training run and
+    the test images. `preds_*` are (R, n) arrays, row r = repeat r.
+
+    R = 1: the images alone are resampled (paired_bootstrap) and "verdict" is None, with "note"
+    saying why: training variance was not measured.
+    """
+    t, a = _repeat_predictions(y_true, preds_a)
+    _, b = _repeat_predictions(t, preds_b)
+    if a.shape != b.shape:
+        raise ValueError(f"baseline and candidate differ in repeats: {a.shape[0]} vs {b.shape[0]}")
+    n_rep, k = a.shape[0], int(max(t.max(), a.max(), b.max())) + 1
+    full = np.arange(len(t))[None, :]
+    acc_a0, f1_a0 = _repeat_scores(t, a, k, full)
+    acc_b0, f1_b0 = _repeat_scores(t, b, k, full)
+    idx = _draws(len(t), resamples, seed)
+    acc_a, f1_a = _repeat_scores(t, a, k, idx)
+    acc_b, f1_b = _repeat_scores(t, b, k, idx)
+    rep = _repeat_draws(n_rep, resamples, seed)
+    d_f1, d_acc = _mean_over_drawn(f1_b - f1_a, rep), _mean_over_drawn(acc_b - acc_a, rep)
+    ci = _percentile_ci(d_f1, level)
+    out = {"repeats": n_rep, "delta_macro_f1": float((f1_b0 - f1_a0).mean()), "delta_macro_f1_ci": ci,
+           "delta_acc": float((acc_b0 - acc_a0).mean()), "delta_acc_ci": _percentile_ci(d_acc, level),
+           "per_repeat_delta_macro_f1": (f1_b0 - f1_a0)[:, 0].tolist(),
+           "verdict": verdict(ci) if n_rep > 1 else None}
+    if n_rep == 1:
+        out["note"] = NO_VERDICT_NOTE
+    return out
+
+
+def two_level_ci(y_true, preds, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict:
+    """One model's mean macro-F1 and accuracy over R repeats with the two-level percentile CIs (as above)."""
+    t, p = _repeat_predictions(y_true, preds)
+    k = int(max(t.max(), p.max())) + 1
+    acc, f1 = _repeat_scores(t, p, k, _draws(len(t), resamples, seed))
+    rep = _repeat_draws(p.shape[0], resamples, seed)
+    return {"acc": _percentile_ci(_mean_over_drawn(acc, rep), level),
+            "macro_f1": _percentile_ci(_mean_over_drawn(f1, rep), level)}
+
+
+def out_of_fold_bootstrap(y_parts, pred_a_parts, pred_b_parts, resamples: int = RESAMPLES, seed: int = 0,
+                          level: float = LEVEL) -> dict:
+    """k-fold cross-validation: every image is tested once, by the models that did not train on it. The
+    folds' predictions are pooled into one test set of all images and the delta is paired-bootstrapped
+    over it; the models differ from fold to fold, so part of the training noise is inside the CI."""
+    y, a, b = (np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+               for parts in (y_parts, pred_a_parts, pred_b_parts))
+    out = paired_bootstrap(y, a, b, resamples, seed, level)
+    return {**out, "folds": len(y_parts), "images": len(y), "verdict": verdict(out["delta_macro_f1_ci"])}
+
+
 def mcnemar_table(y_true, pred_a, pred_b) -> tuple[int, int]:
     """(a right and b wrong, a wrong and b right): the discordant cells McNemar's test uses."""
     t, a, b = _arrays(y_true, pred_a, pred_b)
@@ -158,6 +246,9 @@ def combined_ci(values: Sequence[float], boot_cis: Sequence[Sequence[float] | No
     h_seed = (s["ci"][1] - s["ci"][0]) / 2
     half = math.hypot(h_seed, h_boot or 0.0)
     return [s["mean"] - half, s["mean"] + half]
+
+
+NO_VERDICT_NOTE = "training variance not measured (train.repeats=1)"
 
 
 def verdict(ci: Sequence[float] | None) -> str | None:

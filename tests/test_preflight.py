@@ -135,7 +135,7 @@ def test_a_later_stage_failing_under_dvc_says_how_to_get_back(monkeypatch, capsy
 
 def test_only_stages_whose_params_changed_need_their_downloads(tmp_path, monkeypatch):
     """An up-to-date prepare will not download: offline work on a cached imagenette experiment stays possible."""
-    from elimnet.pipeline.params_stage import _stale_stages
+    from elimnet.params_file import stale_stages as _stale_stages
     from elimnet.preflight import run_preflight
 
     for name in ("params.yaml", "dvc.lock", "dvc.yaml"):

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-from elimnet.config import flatten, yaml_load
+from elimnet.config import Config, flatten, schema, yaml_load
+from elimnet.dvc_files import resolved_values, stage_params
+from elimnet.errors import ElimnetError
 
 
 def locked_values(lock: str | Path) -> dict[str, Any]:
@@ -164,3 +166,33 @@ def restore_key(params_path: str | Path, key: str, value: Any, reference: str | 
             node = node.setdefault(p, {})
         node[leaf] = value
     return True
+
+
+def _bad_keys(err: ElimnetError) -> list[str]:
+    head = str(err).split(":")[0]
+    return [k for k in re.findall(r"[a-z_][\w.]*", head) if k in schema()]
+
+
+def restore_message(params_path: Path, lock: Path, err: ElimnetError) -> str:
+    """Put each key at fault back to its dvc.lock value (editing its line only); return, for the error
+    line, what was put back and which other keys still differ from dvc.lock."""
+    locked, committed = locked_values(lock), committed_text(params_path)
+    done = [f"{key}={show(locked[key])}" for key in _bad_keys(err)
+            if key in locked and restore_key(params_path, key, locked[key], reference=committed)]
+    missing = [key for key in _bad_keys(err) if key not in locked]
+    msg = f"; {params_path}: {', '.join(done)} restored from dvc.lock" if done else ""
+    if missing:
+        msg += f"; fix {', '.join(missing)} in {params_path} (or `git checkout {params_path}`)"
+    others = changed_since_lock(params_path, lock)
+    if others:
+        msg += f"; still different from dvc.lock: {', '.join(others)} (`git checkout {params_path}` puts them back)"
+    elif done:
+        msg += ", no other key differs from dvc.lock"
+    return msg
+
+
+def stale_stages(cfg: Config, dvc_yaml: str | Path, lock: Path) -> set[str]:
+    """Stages whose resolved params differ from the values dvc.lock ran them with (or that never ran)."""
+    locked = locked_values(lock)
+    return {stage for stage, keys in stage_params(dvc_yaml).items()
+            if any(locked.get(k, object()) != v for k, v in resolved_values(cfg, keys).items())}

@@ -12,45 +12,14 @@ and the error names every other key that still differs from dvc.lock.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from elimnet.config import Config, load_params, schema
+from elimnet.config import load_params
 from elimnet.dvc_files import resolved_values, stage_params
 from elimnet.errors import ConfigError, ElimnetError
 from elimnet.io import read_json, write_json
-from elimnet.params_file import changed_since_lock, committed_text, locked_values, restore_key, show
+from elimnet.params_file import restore_message, stale_stages
 from elimnet.preflight import run_preflight
-
-
-def _bad_keys(err: ElimnetError) -> list[str]:
-    head = str(err).split(":")[0]
-    return [k for k in re.findall(r"[a-z_][\w.]*", head) if k in schema()]
-
-
-def _restore(params_path: Path, lock: Path, err: ElimnetError) -> str:
-    """Put each key at fault back to its dvc.lock value (editing its line only); return, for the error
-    line, what was put back and which other keys still differ from dvc.lock."""
-    locked, committed = locked_values(lock), committed_text(params_path)
-    done = [f"{key}={show(locked[key])}" for key in _bad_keys(err)
-            if key in locked and restore_key(params_path, key, locked[key], reference=committed)]
-    missing = [key for key in _bad_keys(err) if key not in locked]
-    msg = f"; {params_path}: {', '.join(done)} restored from dvc.lock" if done else ""
-    if missing:
-        msg += f"; fix {', '.join(missing)} in {params_path} (or `git checkout {params_path}`)"
-    others = changed_since_lock(params_path, lock)
-    if others:
-        msg += f"; still different from dvc.lock: {', '.join(others)} (`git checkout {params_path}` puts them back)"
-    elif done:
-        msg += ", no other key differs from dvc.lock"
-    return msg
-
-
-def _stale_stages(cfg: Config, dvc_yaml: str | Path, lock: Path) -> set[str]:
-    """Stages whose resolved params differ from the values dvc.lock ran them with (or that never ran)."""
-    locked = locked_values(lock)
-    return {stage for stage, keys in stage_params(dvc_yaml).items()
-            if any(locked.get(k, object()) != v for k, v in resolved_values(cfg, keys).items())}
 
 
 def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: str | Path, lock: str | Path,
@@ -61,10 +30,10 @@ def run_params_check(params_path: str | Path, overrides: list[str], dvc_yaml: st
     try:
         cfg = load_params(params_path, overrides)
         # What a later stage would refuse, refused while every output is in place.
-        run_preflight(cfg, stale_stages=_stale_stages(cfg, dvc_yaml, Path(lock)))
+        run_preflight(cfg, stale_stages=stale_stages(cfg, dvc_yaml, Path(lock)))
     except ElimnetError as e:
         if restore and not overrides and params_path.exists():
-            raise type(e)(f"{e}{_restore(params_path, Path(lock), e)}") from None
+            raise type(e)(f"{e}{restore_message(params_path, Path(lock), e)}") from None
         raise
     written = {}
     for stage, keys in stage_params(dvc_yaml).items():

@@ -184,17 +184,70 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Tenso
     return loss_sum, preds, ys, step
 
 
+def _on_device(model, teacher, device: torch.device, channels_last: bool):
+    """Model (and teacher, in eval mode) on `device`, channels-last in memory when asked."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        if channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    return model, teacher
+
+
+@dataclass
+class _Progress:
+    """What an epoch checkpoint carries beyond the weights: the history so far and the best epoch."""
+    history: list = field(default_factory=list)
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    step: int = 0
+    done: int = 0  # epochs completed
+
+    def keep_if_best(self, model, epoch: int, val_f1: float) -> None:
+        if val_f1 > self.best_f1:  # first best wins ties: deterministic
+            self.best_f1, self.best_epoch = val_f1, epoch
+            self.best_state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def _resume(checkpoint: EpochCheckpoint | None, model, opt, scheduler, gen, desc: str, epochs: int) -> _Progress:
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        return _Progress()
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"], gen)
+    print(f"{desc}: resuming after epoch {saved['epoch']}/{epochs} from {checkpoint.path}", file=sys.stderr)
+    return _Progress(saved["history"], saved["best_f1"], saved["best_epoch"], saved["best_state"], saved["step"],
+                     saved["epoch"])
+
+
+def _save_epoch(checkpoint: EpochCheckpoint, state: _Progress, epoch: int, model, opt, scheduler, gen) -> None:
+    checkpoint.save({"epoch": epoch, "step": state.step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": get_rng_state(gen), "history": state.history,
+                     "best_f1": state.best_f1, "best_epoch": state.best_epoch, "best_state": state.best_state})
+
+
+def _epoch_row(epoch: int, lr: float, loss_sum: float, preds, ys, val_m: dict, num_classes: int) -> dict:
+    y_all, p_all = torch.cat(ys).numpy(), torch.cat(preds).numpy()
+    train_m = classification_metrics(y_all, p_all, num_classes)
+    return {"epoch": epoch, "lr": lr, "train_loss": loss_sum / len(y_all), "train_acc": train_m["acc"],
+            "train_macro_f1": train_m["macro_f1"], "val_loss": val_m["loss"], "val_acc": val_m["acc"],
+            "val_macro_f1": val_m["macro_f1"]}
+
+
 def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recipe: TrainRecipe, *,
              mean, std, num_classes: int, teacher: torch.nn.Module | None = None,
              device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune",
              ddp=None, checkpoint: EpochCheckpoint | None = None) -> TrainResult:
     """`ddp` (train.distributed.DDPContext) trains this rank's slice of every global batch; only its
     main rank validates and returns history and best state (the others return an empty result).
-
     `checkpoint`: written after every epoch (weights, optimiser, scheduler, every RNG state, history,
     best state); if it holds an earlier run's epochs, training resumes after them and ends with the
-    same weights and history as an uninterrupted run. The caller clears it once its outputs are written.
-    """
+    same weights and history as an uninterrupted run. The caller clears it once its outputs are written."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"finetune needs non-empty train and val splits (got {len(train)} and {len(val)} images)")
     if ddp is not None and checkpoint is not None:
@@ -202,13 +255,7 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     gen = seed_everything(recipe.seed)
     device = torch.device(device)
     use_cl = recipe.channels_last and device.type == "cpu"
-    model = model.to(device)
-    if use_cl:
-        model = model.to(memory_format=torch.channels_last)
-    if teacher is not None:
-        teacher = teacher.to(device).eval()
-        if use_cl:
-            teacher = teacher.to(memory_format=torch.channels_last)
+    model, teacher = _on_device(model, teacher, device, use_cl)
     normalize = Normalizer(mean, std, channels_last=use_cl)
     net = ddp.wrap(model, recipe.seed) if ddp is not None else model  # forward/backward go through `net`
     main = ddp is None or ddp.is_main
@@ -216,59 +263,38 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     opt = make_optimizer(model, recipe)
     drop_last = len(train) > recipe.batch_size  # avoid a 1-image BN batch
     steps_per_epoch = len(train) // recipe.batch_size if drop_last else 1
-    total = steps_per_epoch * recipe.epochs
-    warmup = steps_per_epoch * recipe.warmup_epochs
+    total, warmup = steps_per_epoch * recipe.epochs, steps_per_epoch * recipe.warmup_epochs
     scheduler = make_scheduler(opt, total, warmup)
-    class_weight = None
-    if recipe.class_weights == "balanced":
-        class_weight = balanced_class_weights(train.labels, num_classes).to(device)
+    class_weight = balanced_class_weights(train.labels, num_classes).to(device) \
+        if recipe.class_weights == "balanced" else None
     batches = balanced_batches if recipe.sampler == "balanced" else iterate_batches
     if ddp is not None:  # every rank draws the same global batches and trains on its slice
         batches = functools.partial(ddp.batches, source=batches)
 
-    history: list[dict] = []
-    best_f1, best_epoch, best_state, step, done = -1.0, 0, None, 0, 0
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"], gen)
-        history, best_f1, best_epoch, best_state = saved["history"], saved["best_f1"], saved["best_epoch"], \
-            saved["best_state"]
-        step, done = saved["step"], saved["epoch"]
-        print(f"{desc}: resuming after epoch {done}/{recipe.epochs} from {checkpoint.path}", file=sys.stderr)
-    bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress, mininterval=1.0)
-    for epoch in range(done + 1, recipe.epochs + 1):
+    state = _resume(checkpoint, model, opt, scheduler, gen, desc, recipe.epochs)
+    bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not progress, mininterval=1.0)
+    for epoch in range(state.done + 1, recipe.epochs + 1):
         def on_step(loss: float, epoch=epoch) -> None:
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
 
-        loss_sum, preds, ys, step = train_epoch(net, opt, train, recipe, normalize, gen, teacher=teacher,
-                                                device=device, drop_last=drop_last, start_step=step,
-                                                scheduler=scheduler, on_step=on_step, batches=batches,
-                                                class_weight=class_weight)
+        loss_sum, preds, ys, state.step = train_epoch(
+            net, opt, train, recipe, normalize, gen, teacher=teacher, device=device, drop_last=drop_last,
+            start_step=state.step, scheduler=scheduler, on_step=on_step, batches=batches, class_weight=class_weight)
         if ddp is not None:
             loss_sum, preds, ys = ddp.gather_epoch(loss_sum, preds, ys)
             if not main:
                 continue  # rank 0 validates and keeps the history; weights are identical on every rank
-        y_all, p_all = torch.cat(ys).numpy(), torch.cat(preds).numpy()
-        train_m = classification_metrics(y_all, p_all, num_classes)
         val_m = evaluate(model, val, normalize, recipe.eval_batch_size, num_classes, device)
-        row = {"epoch": epoch, "lr": recipe.lr * lr_factor(step - 1, total, warmup),  # the last step's LR
-               "train_loss": loss_sum / len(y_all), "train_acc": train_m["acc"], "train_macro_f1": train_m["macro_f1"],
-               "val_loss": val_m["loss"], "val_acc": val_m["acc"], "val_macro_f1": val_m["macro_f1"]}
-        history.append(row)
-        if val_m["macro_f1"] > best_f1:  # first best wins ties: deterministic
-            best_f1, best_epoch = val_m["macro_f1"], epoch
-            best_state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+        lr = recipe.lr * lr_factor(state.step - 1, total, warmup)  # the last step's LR
+        row = _epoch_row(epoch, lr, loss_sum, preds, ys, val_m, num_classes)
+        state.history.append(row)
+        state.keep_if_best(model, epoch, val_m["macro_f1"])
         if checkpoint is not None:
-            checkpoint.save({"epoch": epoch, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": scheduler.state_dict(), "rng": get_rng_state(gen), "history": history,
-                             "best_f1": best_f1, "best_epoch": best_epoch, "best_state": best_state})
+            _save_epoch(checkpoint, state, epoch, model, opt, scheduler, gen)
         bar.write(f"{desc} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
                   f"f1 {row['train_macro_f1']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
                   f"f1 {row['val_macro_f1']:.3f}") if progress else None
     bar.close()
     model.to(memory_format=torch.contiguous_format)
-    return TrainResult(best_state, best_epoch, history, copy.deepcopy(opt.state_dict()))
+    return TrainResult(state.best_state, state.best_epoch, state.history, copy.deepcopy(opt.state_dict()))

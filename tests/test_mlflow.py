@@ -43,14 +43,16 @@ def make_experiment(root, cfg):
                                                   "candidate": {"median_ms": 2.0, "reduction": 0.75}}},
                                     "cuda": None, "onnx": None, "compile": None})
     write_json(m / "data.json", {"skipped_total": 0})
-    for role, acc in (("baseline", 0.6), ("candidate", 0.5)):
-        write_json(m / role / "train.json", {"best_epoch": 2, "train_loss": 0.5, "train_acc": acc + 0.1,
-                                             "train_macro_f1": acc + 0.1, "val_loss": 0.7, "val_acc": acc + 0.05,
-                                             "val_macro_f1": acc + 0.02})
-        write_json(m / role / "eval.json", {"test_loss": 0.8, "test_acc": acc, "test_macro_f1": acc - 0.01,
-                                            "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "classes": classes})
-        write_text(m / role / "history.csv", _history(acc))
-        write_text(m / role / "predictions.csv", "actual,predicted\na,a\nb,c\n")
+    for role, acc0 in (("baseline", 0.6), ("candidate", 0.5)):
+        for r in range(cfg["train.repeats"]):  # one folder per training repeat, as dvc.yaml's foreach writes
+            acc, d = acc0 + 0.01 * r, m / role / f"r{r}"
+            write_json(d / "train.json", {"best_epoch": 2, "train_loss": 0.5, "train_acc": acc + 0.1,
+                                          "train_macro_f1": acc + 0.1, "val_loss": 0.7, "val_acc": acc + 0.05,
+                                          "val_macro_f1": acc + 0.02})
+            write_json(d / "eval.json", {"test_loss": 0.8, "test_acc": acc, "test_macro_f1": acc - 0.01,
+                                         "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "classes": classes})
+            write_text(d / "history.csv", _history(acc))
+            write_text(d / "predictions.csv", "index,actual,predicted\n0,a,a\n1,b,c\n")
     model_path = root / "models" / "candidate.pt"
     save_model(model_path, cand, model_config("resnet18", steps=[{"name": s["name"], "spec": s["spec"]}
                                                                  for s in steps],
@@ -89,7 +91,8 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
     assert run.data.params["model.elim"] == "3" and run.data.params["bench.batch_sizes"] == "[1, 8, 64]"
     # metrics: the summary rows and ratios, per-epoch curves as steps
     mt = run.data.metrics
-    assert mt["candidate.test_macro_f1"] == pytest.approx(0.49) and mt["baseline.test_acc"] == pytest.approx(0.6)
+    # pooled over the 3 repeats: the mean of 0.49, 0.50, 0.51 and of 0.60, 0.61, 0.62
+    assert mt["candidate.test_macro_f1"] == pytest.approx(0.50) and mt["baseline.test_acc"] == pytest.approx(0.61)
     assert mt["candidate.latency_cpu_bs1_ms"] == 2.0 and mt["ratios.latency_reduction_cpu_bs1"] == 0.75
     assert mt["ratios.params"] == pytest.approx(summary["candidate"]["params"] / summary["baseline"]["params"])
     # the paired statistics: both roles predicted the same (a->a, b->c), so the delta is 0 with CI [0, 0]
@@ -105,8 +108,9 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
     top = {a.path for a in client.list_artifacts(rid)}
     assert {"summary.json", "plots", "baseline", "candidate", "confusion_candidate.png",
             "confusion_baseline.png", "latency.json", "structure.json"} <= top
-    assert {a.path for a in client.list_artifacts(rid, "candidate")} == {
-        "candidate/eval.json", "candidate/history.csv", "candidate/predictions.csv"}
+    assert {a.path for a in client.list_artifacts(rid, "candidate")} == {"candidate/r0", "candidate/r1", "candidate/r2"}
+    assert {a.path for a in client.list_artifacts(rid, "baseline/r2")} == {
+        "baseline/r2/eval.json", "baseline/r2/history.csv", "baseline/r2/predictions.csv", "baseline/r2/train.json"}
     assert [a.path for a in client.list_artifacts(rid, "plots")] == ["plots/curves.png"]
     # the finetuned model, with a signature whose batch dimension is open; it loads back and predicts the same
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # so teardown unsets what set_tracking_uri exports

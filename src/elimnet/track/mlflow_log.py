@@ -57,6 +57,16 @@ def log_run(*, uri: str, experiment: str, run_name: str, params: dict[str, Any],
     return rid
 
 
+def artifact_dir(path: Path) -> str | None:
+    """Where a file goes in the run: its folders below metrics/ (metrics/candidate/r0/eval.json ->
+    candidate/r0, so the repeats and roles don't overwrite each other), else its own folder (plots)."""
+    parents = [q.name for q in path.resolve().parents]
+    if "metrics" in parents:
+        below = parents[:parents.index("metrics")]
+        return "/".join(reversed(below)) or None
+    return path.parent.name or None
+
+
 def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tags, figures) -> tuple[str, str]:
     """The run with its params, metrics, curves, tags, files and figures; (run id, experiment id)."""
     from mlflow.tracking import MlflowClient
@@ -75,7 +85,7 @@ def _log_run(uri, experiment, run_name, params, metrics, history, artifacts, tag
     for path in artifacts:
         p = Path(path)
         if p.is_file():
-            client.log_artifact(rid, str(p), artifact_path=p.parent.name if p.parent.name != "metrics" else None)
+            client.log_artifact(rid, str(p), artifact_path=artifact_dir(p))
     for fname, fig in (figures or {}).items():
         client.log_figure(rid, fig, fname)
     return rid, exp_id

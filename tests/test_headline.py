@@ -17,7 +17,10 @@ SUMMARY = {"arch": "resnet18", "weights": "imagenet", "steps": ["elim"],
 
 def test_headline_is_the_candidates_few_numbers():
     assert headline_metrics(SUMMARY) == {"params_M": 0.684, "mmacs": 1200.0, "layers": 13, "test_macro_f1": 0.75,
-                                         "test_acc": 0.9, "faster_bs001_pct": 25.0, "faster_bs064_pct": 12.5}
+                                         "test_acc": 0.9, "faster_eager_bs001_pct": 25.0,
+                                         "faster_eager_bs064_pct": 12.5}
+    pooled = {**SUMMARY, "repeats": 3, "verdict": "no loss detected"}
+    assert headline_metrics(pooled)["repeats"] == 3 and headline_metrics(pooled)["verdict"] == "no loss detected"
 
 
 def test_headline_latency_names_sort_by_batch_size_and_come_from_the_shipped_backend():
@@ -26,12 +29,16 @@ def test_headline_latency_names_sort_by_batch_size_and_come_from_the_shipped_bac
     for backend in ("onnx", "ort"):
         ort = {f"latency_reduction_{backend}_bs{bs}": v for bs, v in ((1, 0.5), (8, 0.25), (64, 0.75))}
         got = headline_metrics({**SUMMARY, "ratios": {**ratios, **ort}})
-        speed = {k: v for k, v in got.items() if k.startswith("faster_")}
-        assert list(speed) == sorted(speed) == ["faster_bs001_pct", "faster_bs008_pct", "faster_bs064_pct"]
+        speed = {k: v for k, v in got.items() if k.startswith("faster_ort")}
+        assert list(speed) == sorted(speed) == ["faster_ort_bs001_pct", "faster_ort_bs008_pct", "faster_ort_bs064_pct"]
         assert list(speed.values()) == [50.0, 25.0, 75.0]
+        eager = {k: v for k, v in got.items() if k.startswith("faster_eager")}  # kept beside the shipped runtime
+        assert eager == {"faster_eager_bs001_pct": 10.0, "faster_eager_bs008_pct": 20.0, "faster_eager_bs064_pct": 30.0}
     int8 = {"latency_reduction_ort_int8_bs1": 0.4, "latency_reduction_ort_bs1": 0.5}
     got = headline_metrics({**SUMMARY, "ratios": {**ratios, **int8}})
-    assert {k: v for k, v in got.items() if k.startswith("faster_")} == {"faster_bs001_pct": 40.0}
+    assert {k: v for k, v in got.items() if k.startswith("faster_")} == {
+        "faster_ort_int8_bs001_pct": 40.0, "faster_eager_bs001_pct": 10.0, "faster_eager_bs008_pct": 20.0,
+        "faster_eager_bs064_pct": 30.0}
 
 
 def test_records_read_summary_from_the_experiments_commit(tmp_path):

@@ -16,10 +16,11 @@ import sys
 
 PASSES_UNKNOWN_ARGS = True  # the rest of the command line is dvc exp show's
 HELP = "`dvc exp show` in <= 160 columns: headline metrics and the params that differ between experiments"
-# Headline metrics under the names of both releases: faster_bs1 (fraction) and speedup_bs001_pct (percent).
+# Headline metrics under the names of every release: faster_bs1 (fraction), faster_ort_bs001_pct (percent).
 # DVC matches with re.match, so each name is anchored at its end.
 # A name shared with another metrics file is shown as `metrics/headline.json:<name>`.
-HEADLINE = r"(Experiment|(metrics/headline\.json:)?(params_M|mmacs|test_macro_f1|delta_f1|faster_bs(1|64)|speedup_bs0*(1|64)(_pct)?))$"
+HEADLINE = (r"(Experiment|(metrics/headline\.json:)?(params_M|mmacs|test_macro_f1|delta_f1|verdict|faster_bs(1|64)"
+            r"|speedup_bs0*(1|64)(_pct)?|faster_(ort|ort_int8)_bs0*(1|64)_pct))$")
 _HEADLINE_COLUMNS, _CELL = 7, 8  # how many of them a row shows, and the widest number DVC prints (0.037408)
 _PAD = 3  # DVC's table puts 3 spaces between columns
 # Which varying params come first when not all fit: what the experiments are about, then the settings.

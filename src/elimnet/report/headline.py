@@ -22,20 +22,29 @@ def headline_reduction(latency: dict) -> dict | None:
     return None
 
 
+# How a backend reads in headline keys: eager PyTorch is the registry's `cpu`.
+KEY_NAMES = {"cpu": "eager", "onnx": "ort"}
+
+
 def headline_metrics(summary: dict) -> dict:
-    """The candidate's size and quality, its paired change against the full model with the 95% CI, and its
-    latency reductions on the headline backend in percent, one key per batch size: `faster_bs001_pct`
-    (zero-padded so that `dvc metrics show` sorts them by batch size; 25.0 means 25% less latency)."""
+    """The candidate's size and quality, its change against the full model with the 95% CI, the verdict over
+    `repeats` trainings, and its latency reductions in percent, one key per backend and batch size:
+    `faster_ort_bs001_pct` on the runtime that ships (HEADLINE_ORDER) and `faster_eager_bs001_pct` beside it
+    (zero-padded so that `dvc metrics show` sorts them; 25.0 means 25% less latency)."""
     c = summary["candidate"]
     out = {"params_M": round(c["params"] / 1e6, 3), "mmacs": round(c["macs"] / 1e6, 1), "layers": c["layers"],
            "test_macro_f1": c["test_macro_f1"], "test_acc": c["test_acc"]}
     for k in ("delta_test_macro_f1", "delta_test_macro_f1_ci"):
         if k in summary:
             out[k.replace("test_macro_f1", "f1")] = summary[k]
+    for k in ("repeats", "verdict"):
+        if summary.get(k) is not None:
+            out[k] = summary[k]
     reductions = _reductions_by_backend(summary["ratios"])
-    backend = next((b for b in HEADLINE_ORDER if reductions.get(b)), None)
-    for bs, v in sorted((reductions.get(backend) or {}).items()):
-        out[f"faster_bs{bs:03d}_pct"] = 100 * v
+    shipped = next((b for b in HEADLINE_ORDER if reductions.get(b)), None)
+    for backend in dict.fromkeys(b for b in (shipped, "cpu") if b and reductions.get(b)):
+        for bs, v in sorted(reductions[backend].items()):
+            out[f"faster_{KEY_NAMES.get(backend, backend)}_bs{bs:03d}_pct"] = 100 * v
     return out
 
 

@@ -85,7 +85,7 @@ def _column(predictions: Path, name: str, classes: list[str]) -> list[int]:
 def _delta(row: dict, ref: dict | None, seed: int = 42) -> str:
     """Δ macro-F1 vs the reference, with the paired bootstrap CI over the same test images."""
     if ref is None or row is ref:
-        return ""
+        return "–"
     from elimnet.train.uncertainty import paired_bootstrap
 
     d = paired_bootstrap(ref["test_true"], ref["test_pred"], row["test_pred"], 1000, seed)
@@ -98,7 +98,7 @@ def table(rows: list[dict]) -> str:
     full = {r["epochs"]: r for r in rows if r["run"] == "full"}
     lines = ["| variant | k | blocks removed | params | test macro-F1 [95% CI] | Δ vs full [95% CI] | epochs (best) |",
              "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["run"] != "full", r["normalize"] or "", r["k"])):
+    for r in sorted(rows, key=lambda r: (r["epochs"], r["run"] != "full", r["normalize"] != "none", r["k"])):
         delta = _delta(r, full.get(r["epochs"]))
         blocks = ", ".join(p.removeprefix("stages.") for p in r["removed"]) or "none"
         lo, hi = r["test_macro_f1_ci"]

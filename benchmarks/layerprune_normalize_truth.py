@@ -104,7 +104,17 @@ def table(rows: list[dict]) -> str:
         lo, hi = r["test_macro_f1_ci"]
         lines.append(f"| {r['normalize'] or 'full'} | {r['k']} | {blocks} | {r['params']:,} | "
                      f"{r['test_macro_f1']:.3f} [{lo:.3f}, {hi:.3f}] | {delta} | {r['epochs']} ({r['best_epoch']}) |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", *_variant_deltas(rows)])
+
+
+def _variant_deltas(rows: list[dict]) -> list[str]:
+    """The question itself: depth's removals minus none's at the same k and epochs, paired on the test images."""
+    by_run = {(r["epochs"], r["run"]): r for r in rows}
+    lines = ["| epochs | k | depth − none, test macro-F1 [95% CI] |", "|---|---|---|"]
+    for (epochs, run), r in sorted(by_run.items()):
+        if run.startswith("depth:") and (epochs, "none:" + run[6:]) in by_run:
+            lines.append(f"| {epochs} | {r['k']} | {_delta(r, by_run[(epochs, 'none:' + run[6:])])} |")
+    return lines
 
 
 def main() -> None:

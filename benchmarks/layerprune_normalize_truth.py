@@ -14,13 +14,14 @@ and a stopped run can be resumed. `--table` prints the markdown table of docs/la
 from __future__ import annotations
 
 import argparse
-import csv
+
 import json
 import time
 from pathlib import Path
 
 from elimnet.bench.hardware import cpu_info
 from elimnet.config import defaults, parse_overrides
+from elimnet.train.outputs import read_predictions
 
 OUT = Path(__file__).parent / "results" / "layerprune_normalize_truth.jsonl"
 # Every run: the full pretrained Lite0 (its 9 candidates span stages 1-5), ranked by the l1 filter norm.
@@ -37,7 +38,7 @@ def run_overrides(run: str) -> list[str]:
 
 def prepared(work: Path, cfg) -> tuple[Path, Path]:
     """The default split and the pretrained file, made once per work folder."""
-    from elimnet.pipeline.model_stages import run_pretrained
+    from elimnet.pipeline.pretrained_stage import run_pretrained
     from elimnet.pipeline.prepare_stage import run_prepare
 
     data = work / f"data{cfg['data.image_size']}_seed{cfg['seed']}"
@@ -52,7 +53,7 @@ def prepared(work: Path, cfg) -> tuple[Path, Path]:
 def measure(work: Path, run: str, base_overrides: list[str]) -> dict:
     import torch
 
-    from elimnet.pipeline.model_stages import run_compress
+    from elimnet.pipeline.compress_stage import run_compress
     from elimnet.pipeline.train_stages import run_evaluate, run_finetune
 
     overrides = [*COMMON, *base_overrides, *run_overrides(run)]
@@ -71,15 +72,15 @@ def measure(work: Path, run: str, base_overrides: list[str]) -> dict:
             "best_epoch": m["best_epoch"], "val_macro_f1": m["val_macro_f1"],
             "test_macro_f1": e["test_macro_f1"], "test_macro_f1_ci": e["test_macro_f1_ci"],
             "test_acc": e["test_acc"], "test_images": e["images"], "train_s": round(train_s, 1),
-            "test_true": _column(out / "predictions.csv", "actual", e["classes"]),
-            "test_pred": _column(out / "predictions.csv", "predicted", e["classes"]),
+            "test_true": _column(out / "predictions.csv", 0, e["classes"]),
+            "test_pred": _column(out / "predictions.csv", 1, e["classes"]),
             "threads": torch.get_num_threads(), "overrides": overrides, "cpu": cpu_info()[0]}
 
 
-def _column(predictions: Path, name: str, classes: list[str]) -> list[int]:
-    """Class indices of one column of evaluate's predictions.csv (kept for the paired Δ)."""
-    with open(predictions, newline="") as f:
-        return [classes.index(row[name]) for row in csv.DictReader(f)]
+def _column(predictions: Path, which: int, classes: list[str]) -> list[int]:
+    """Class indices of evaluate's predictions.csv, in image order: 0 = actual, 1 = predicted (for the paired Δ)."""
+    rows = read_predictions(predictions)
+    return [classes.index(rows[i][which]) for i in sorted(rows)]
 
 
 def _delta(row: dict, ref: dict | None, seed: int = 42) -> str:

@@ -51,7 +51,8 @@ def _done(out: Path) -> dict[tuple, dict]:
 
 def _base(work: Path, cfg) -> tuple[Path, Path, Path]:
     """Prepared default split, pretrained weights and the compressed candidate's init, made once."""
-    from elimnet.pipeline.model_stages import run_compress, run_pretrained
+    from elimnet.pipeline.compress_stage import run_compress
+    from elimnet.pipeline.pretrained_stage import run_pretrained
     from elimnet.pipeline.prepare_stage import run_prepare
 
     data, pretrained, init = work / "data", work / "pretrained.pt", work / "candidate_init.pt"

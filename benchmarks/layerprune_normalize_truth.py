@@ -14,7 +14,6 @@ and a stopped run can be resumed. `--table` prints the markdown table of docs/la
 from __future__ import annotations
 
 import argparse
-
 import json
 import time
 from pathlib import Path

@@ -103,6 +103,8 @@ def test_bench_command_writes_timm_csv(tmp_path, capsys):
                "-S", "bench.cuda=false", "--num-classes", "3", "--csv", str(out), "--no-progress"])
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
+    # eager PyTorch (cpu) and ONNX Runtime (ort, on by default: the runtime that ships), both models each
     assert [(r["model"], r["backend"], r["infer_batch_size"]) for r in rows] == [
-        ("resnet18-full", "cpu", "1"), ("resnet18-candidate", "cpu", "1")]
+        ("resnet18-full", "cpu", "1"), ("resnet18-candidate", "cpu", "1"),
+        ("resnet18-full", "ort", "1"), ("resnet18-candidate", "ort", "1")]
     assert all(float(r["infer_samples_per_sec"]) > 0 for r in rows)

@@ -116,7 +116,7 @@ def test_two_gloo_ranks_match_one_process_and_write_once(workdir, monkeypatch):
     # Every output written exactly once, by rank 0.
     assert sorted((workdir / "two.writes").read_text().splitlines()) == [
         "0 history.csv", "0 model.pt", "0 train.json"]
-    assert two.stdout.count("baseline: best epoch") == 1  # only rank 0 reports
+    assert two.stdout.count("baseline repeat 0: best epoch") == 1  # only rank 0 reports
     assert sorted(p.name for p in out2.iterdir()) == ["history.csv", "model.pt", "train.json"]  # no temp files
 
     # Same final (best-epoch) weights as one process with the same global batch of 8 (2 ranks x 4).

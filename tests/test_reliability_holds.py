@@ -47,8 +47,9 @@ def test_metrics_are_byte_identical_across_reruns(tmp_path):
         m = work / "metrics"
         runs.append({str(p.relative_to(m)): p.read_bytes() for p in sorted(m.rglob("*"))
                      if p.is_file() and p.name not in ("latency.json", "summary.json", "headline.json")})  # timings
-    assert set(runs[0]) >= {"data.json", "structure.json", "baseline/train.json", "candidate/eval.json",
-                            "candidate/history.csv", "candidate/predictions.csv"}
+    repeats = [f"{role}/r{r}/{f}" for role in ("baseline", "candidate") for r in range(3)  # train.repeats
+               for f in ("train.json", "eval.json", "history.csv", "predictions.csv")]
+    assert set(runs[0]) >= {"data.json", "structure.json", *repeats}
     assert runs[0] == runs[1]
 
 

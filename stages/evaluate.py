@@ -11,8 +11,9 @@ def main(argv=None):
     p.add_argument("--data", default="data/prepared")
     p.add_argument("--out", required=True)
     p.add_argument("--predictions", required=True)
+    p.add_argument("--repeat", type=int, default=0, help="repeat r of train.repeat_ids (fold r under data.folds)")
     args = p.parse_args(argv)
-    m = run_evaluate(params_from(args), args.model, args.data, args.out, args.predictions)
+    m = run_evaluate(params_from(args), args.model, args.data, args.out, args.predictions, repeat=args.repeat)
     print(f"{args.model}: test acc {m['test_acc']:.4f}, macro-F1 {m['test_macro_f1']:.4f}")
 
 

@@ -14,8 +14,10 @@ def main(argv=None):
     p.add_argument("--data", default="data/prepared")
     p.add_argument("--out", required=True, help="folder for model.onnx and model.int8.onnx")
     p.add_argument("--metrics", required=True)
+    p.add_argument("--repeat", type=int, default=0, help="repeat r of train.repeat_ids (fold r under data.folds)")
     args = p.parse_args(argv)
-    r = run_export(params_from(args), args.model, args.data, args.out, args.metrics, role=args.role)
+    r = run_export(params_from(args), args.model, args.data, args.out, args.metrics, role=args.role,
+                   repeat=args.repeat)
     acc = r["accuracy"]
     parts = [f"torch acc {acc['torch']['acc']:.4f} F1 {acc['torch']['macro_f1']:.4f}"]
     for prec in PRECISIONS:

@@ -14,7 +14,8 @@ def main(argv=None):
     p.add_argument("--metrics", required=True, help="best-epoch JSON")
     p.add_argument("--teacher", default=None, help="finetuned teacher for train.kd (candidate only)")
     p.add_argument("--role", default="candidate")
-    p.add_argument("--repeat", type=int, default=0, help="repeat r of train.repeat_ids: trains with seed + 1000 r")
+    p.add_argument("--repeat", type=int, default=0, help="repeat r of train.repeat_ids: trains with seed + 1000 r "
+                   "(on fold r under data.folds)")
     args = p.parse_args(argv)
     cfg = params_from(args)
     n = cfg["train.distributed"]

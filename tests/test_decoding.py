@@ -101,7 +101,7 @@ def test_unreadable_files_take_no_split_slot_and_are_listed_with_reasons(tmp_pat
 
     clean_dir, dirty_dir = tmp_path / "clean", tmp_path / "dirty"
     clean_dir.mkdir(), dirty_dir.mkdir()
-    kw = dict(image_size=8, val_fraction=0.2, test_fraction=0.2, seed=3)
+    kw = dict(image_size=8, val_fraction=0.2, test_fraction=0.2, split_seed=3)
     prepare(SourceData("toy", ["a", "b"], samples(False), channels=1), clean_dir, **kw)
     m = prepare(SourceData("toy", ["a", "b"], samples(True), channels=1), dirty_dir, **kw)
     for split in ("train", "val", "test"):
@@ -143,7 +143,7 @@ def test_the_per_class_cap_counts_readable_images(tmp_path):
         out = tmp_path / str(seed)
         out.mkdir()
         m = prepare(SourceData("toy", ["a", "b"], samples, channels=1), out, image_size=8, val_fraction=0.2,
-                    test_fraction=0.2, seed=seed, max_per_class=5)
+                    test_fraction=0.2, split_seed=seed, max_per_class=5)
         per_class = [sum(m["splits"][s]["class_counts"][name] for s in ("train", "val", "test")) for name in "ab"]
         assert per_class == [5, 5]
         assert m["skipped_total"] == len(m["skipped_reasons"]) <= 8

@@ -437,7 +437,7 @@ elif kind == "source":
 
     cfg = defaults(["data.name=toy", "data.toy.classes=3"])
     out = Path(sys.argv[2])  # an empty folder
-    prepare(load_source(cfg), out, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
+    prepare(load_source(cfg), out, image_size=16, val_fraction=0.2, test_fraction=0.2, split_seed=0)
     splits = load_prepared(out)
     assert sum(len(s) for s in splits.values()) == 30 and sorted(set(splits["train"].labels.tolist())) == [0, 1, 2]
 elif kind == "family":

@@ -47,7 +47,8 @@ def jpeg(color, size=(24, 20)) -> bytes:
 def run_prepare(cfg, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     return prepare(load_source(cfg), out, image_size=cfg["data.image_size"], val_fraction=cfg["data.val_fraction"],
-                   test_fraction=cfg["data.test_fraction"], seed=cfg["seed"], max_per_class=cfg["data.max_per_class"])
+                   test_fraction=cfg["data.test_fraction"], split_seed=cfg["data.split_seed"],
+                   max_per_class=cfg["data.max_per_class"])
 
 
 # ----------------------------------------------------------------------------- imagenette

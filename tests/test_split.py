@@ -39,7 +39,7 @@ def test_prepare_writes_uint8_cache_and_skips_corrupt(tmp_path):
 
     samples = [Sample(img(10 * i), i % 2, f"ok{i}") for i in range(20)] + [Sample(corrupt, 0, "bad.png")]
     src = SourceData("toy", ["dark", "light"], samples, channels=1)
-    m = prepare(src, tmp_path, image_size=16, val_fraction=0.2, test_fraction=0.2, seed=0)
+    m = prepare(src, tmp_path, image_size=16, val_fraction=0.2, test_fraction=0.2, split_seed=0)
     d = torch.load(tmp_path / "train.pt", weights_only=True)
     assert d["images"].dtype == torch.uint8 and d["images"].shape[1:] == (1, 16, 16)
     assert m["skipped_total"] == 1

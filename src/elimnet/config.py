@@ -38,7 +38,7 @@ def _sources():
 # The true core keys: every run reads them whatever extensions it uses. Extension keys (bench.ort,
 # data.variant, model.block, model.prune.* ...) are declared by their modules (elimnet.extensions).
 CORE: dict[str, Field] = {
-    "seed": Field(42, int_range(0), "global seed: splits, init of new layers, training order"),
+    "seed": Field(42, int_range(0), "training seed: init of new layers, training order, flips, bootstrap"),
     # data ---------------------------------------------------------------------------
     "data.name": Field("elpv", one_of(_sources), "data source"),
     "data.root": Field("data/raw", is_str(), "download cache for online sources"),
@@ -46,7 +46,11 @@ CORE: dict[str, Field] = {
                                      "total time one file's download may take, retries included (null = none)"),
     "data.image_size": Field(96, int_range(16, 1024), "side of the cached square uint8 images"),
     "data.val_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "validation share"),
-    "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share"),
+    "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share (unused with data.folds)"),
+    "data.split_seed": Field(42, int_range(0), "seed of the train/val/test split, the folds and data.max_per_class's "
+                             "subset (repeats vary the training, this varies the split)"),
+    "data.folds": Field(0, int_range(0), "0 = one fixed split (repeats train on it); K >= 3 = K-fold cross-"
+                        "validation, repeat r tests on fold r (train.repeats must equal K)"),
     "data.max_per_class": Field(None, int_range(3, optional=True),
                                 "cap images per class (deterministic subset) for quick runs"),
     # model --------------------------------------------------------------------------
@@ -282,10 +286,21 @@ def _core_checks(v: dict[str, Any]) -> None:
     if v["data.val_fraction"] + v["data.test_fraction"] >= 0.9:
         raise ConfigError(f"data.val_fraction+data.test_fraction="
                           f"{v['data.val_fraction'] + v['data.test_fraction']:g}: must be < 0.9")
+    _folds_check(v)
     if v["train.repeat_ids"] != list(range(v["train.repeats"])):
         want = list(range(v["train.repeats"]))
         raise ConfigError(f"train.repeat_ids={_show(v['train.repeat_ids'])}: must be {_show(want)} for "
                           f"train.repeats={v['train.repeats']} (DVC expands the stages over this list; set both)")
+
+
+def _folds_check(v: dict[str, Any]) -> None:
+    folds = v["data.folds"]
+    if folds in (1, 2):
+        raise ConfigError(f"data.folds={folds}: must be 0 (one fixed split) or >= 3 (K-fold cross-validation)")
+    if folds and v["train.repeats"] != folds:
+        raise ConfigError(f"data.folds={folds} and train.repeats={v['train.repeats']}: must be equal (repeat r "
+                          f"trains and tests on fold r; set train.repeats={folds} and train.repeat_ids="
+                          f"{_show(list(range(folds)))})")
 
 
 def _show(v: Any) -> str:

@@ -81,7 +81,7 @@ def list_fashion_mnist(folder: Path) -> list[Sample]:
 def fashion_mnist_source(cfg) -> SourceData:
     folder = fashion_mnist_files(cfg["data.root"], deadline_s=cfg["data.download_timeout_s"])
     samples = list_fashion_mnist(folder)
-    carve(samples, "train", "val", share=cfg["data.val_fraction"], seed=cfg["seed"])
-    samples = cap_per_split(samples, cfg["data.max_per_class"], cfg["seed"])
+    carve(samples, "train", "val", share=cfg["data.val_fraction"], seed=cfg["data.split_seed"])
+    samples = cap_per_split(samples, cfg["data.max_per_class"], cfg["data.split_seed"])
     return SourceData("fashion_mnist", list(CLASSES), samples, channels=1,
                       license="MIT (Zalando Research, Fashion-MNIST)", stats={"files": str(folder)})

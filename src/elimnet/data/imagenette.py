@@ -90,8 +90,8 @@ def imagenette_source(cfg) -> SourceData:
     folder = fetch_imagenette(cfg["data.root"], str(cfg["data.variant"]), deadline_s=cfg["data.download_timeout_s"])
     classes, samples = list_imagenette(folder)
     val, test = cfg["data.val_fraction"], cfg["data.test_fraction"]
-    carve(samples, "val", "test", share=test / (val + test), seed=cfg["seed"])
-    samples = cap_per_split(samples, cfg["data.max_per_class"], cfg["seed"])
+    carve(samples, "val", "test", share=test / (val + test), seed=cfg["data.split_seed"])
+    samples = cap_per_split(samples, cfg["data.max_per_class"], cfg["data.split_seed"])
     return SourceData("imagenette", classes, samples, channels=3,
                       license="Apache-2.0 (fastai imagenette; images from ImageNet)",
                       stats={"variant": str(cfg["data.variant"])})

@@ -148,46 +148,107 @@ def _stack(images: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
 
 
-def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction: float, test_fraction: float,
-            seed: int, max_per_class: int | None = None) -> dict:
-    """Write the split tensors into out_dir (which the caller swaps in atomically); return data metrics."""
-    samples = order_per_class(source.samples, seed) if max_per_class else source.samples
-    if not samples:
-        raise DataError(f"data source {source.name!r} has no images")
-    official = all(s.split for s in samples)
-    # Decoded before the split (and the per-class cap): a file that cannot be read is dropped first and
-    # takes no split's slot, nor a place under data.max_per_class.
-    images, kept, bad = decode(samples, image_size, source.channels, "decode", cap=max_per_class)
-    bad_samples = [s for s in samples if s.ref in bad]
-    samples = [samples[i] for i in kept]
-    if official:  # keep the official split
-        assignment = [s.split for s in samples]
-    else:
-        assignment = stratified_split([s.label for s in samples], val_fraction, test_fraction, seed, source.classes)
-    metrics = {"source": source.name, "classes": source.classes, "image_size": image_size,
-               "channels": source.channels, "license": source.license, "splits": {}, "skipped": {}}
+def fold_assignments(labels: list[int], folds: int, val_fraction: float, split_seed: int,
+                     classes: list[str]) -> list[list[str]]:
+    """K-fold cross-validation: one train/val/test assignment per fold. Fold f's test split is stratified fold f
+    of all images; its val split a stratified `val_fraction` share of the others; the rest trains."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=len(classes))
+    for name, n in zip(classes, counts):
+        if n < folds + 2:  # one test image per fold, and train and val in every fold
+            raise DataError(f"class {name!r} has {n} images; data.folds={folds} needs at least {folds + 2} per "
+                            f"class (lower data.folds or use data.folds: 0)")
+    out = []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=split_seed)
+    for rest, test in splitter.split(np.zeros(len(y)), y):
+        try:
+            train, val = train_test_split(rest, test_size=val_fraction, stratify=y[rest], random_state=split_seed)
+        except ValueError as e:  # too few images of a class for a stratified val share
+            raise DataError(f"data.val_fraction={val_fraction}: no stratified val split with data.folds={folds} "
+                            f"({e})") from None
+        assignment = np.full(len(y), "train", dtype=object)
+        assignment[val], assignment[test] = "val", "test"
+        out.append(assignment.tolist())
+    return out
+
+
+def _write_splits(out_dir: Path, assignment: list[str], images: list[np.ndarray], labels: list[int],
+                  source: SourceData, image_size: int) -> dict:
+    """{split: {size, class_counts}} after writing out_dir/{train,val,test}.pt in `assignment`'s order."""
+    splits = {}
     for split in SPLITS:
         idx = [i for i, a in enumerate(assignment) if a == split]
         x = _stack([images[i] for i in idx], image_size, source.channels)
-        y = torch.tensor([samples[i].label for i in idx], dtype=torch.int64)
+        y = torch.tensor([labels[i] for i in idx], dtype=torch.int64)
         counts = Counter(y.tolist())
         for i, name in enumerate(source.classes):
             if counts.get(i, 0) == 0:
                 raise DataError(f"class {name!r} has no usable images in the {split} split")
         torch.save({"images": x, "labels": y}, split_path(out_dir, split))
-        metrics["splits"][split] = {"size": len(y), "class_counts": {n: counts.get(i, 0)
-                                                                       for i, n in enumerate(source.classes)}}
+        splits[split] = {"size": len(y), "class_counts": {n: counts.get(i, 0) for i, n in enumerate(source.classes)}}
+    return splits
+
+
+def _write_folds(out_dir: Path, assignments: list[list[str]], images, labels, source: SourceData,
+                 image_size: int, metrics: dict) -> list[dict]:
+    """Fold 0 in out_dir, fold f >= 1 in out_dir/fold<f> (repeat_data_dir), each with its meta.json; every
+    meta.json lists its test images' global ids (positions in the pre-split order) so folds can be pooled."""
+    per_fold = []
+    for f, assignment in enumerate(assignments):
+        d = out_dir if f == 0 else out_dir / f"fold{f}"
+        d.mkdir(exist_ok=True)
+        per_fold.append(_write_splits(d, assignment, images, labels, source, image_size))
+    for f, assignment in enumerate(assignments):
+        test_ids = [i for i, a in enumerate(assignment) if a == "test"]
+        meta = {**metrics, "splits": per_fold[f], "fold": f, "folds": per_fold, "test_ids": test_ids}
+        (repeat_data_dir(out_dir, f) / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return per_fold
+
+
+def prepare(source: SourceData, out_dir: Path, *, image_size: int, val_fraction: float, test_fraction: float,
+            split_seed: int, max_per_class: int | None = None, folds: int = 0) -> dict:
+    """Write the split tensors into out_dir (which the caller swaps in atomically); return data metrics.
+    `split_seed` draws the split, the folds and the per-class cap; folds >= 3: K-fold layout (_write_folds)."""
+    samples = order_per_class(source.samples, split_seed) if max_per_class else source.samples
+    if not samples:
+        raise DataError(f"data source {source.name!r} has no images")
+    official = all(s.split for s in samples) and not folds
+    # Decoded before the split (and the per-class cap): a file that cannot be read is dropped first and
+    # takes no split's slot, nor a place under data.max_per_class.
+    images, kept, bad = decode(samples, image_size, source.channels, "decode", cap=max_per_class)
+    bad_samples = [s for s in samples if s.ref in bad]
+    samples = [samples[i] for i in kept]
+    labels = [s.label for s in samples]
+    metrics = {"source": source.name, "classes": source.classes, "image_size": image_size,
+               "channels": source.channels, "license": source.license, "splits": {}, "skipped": {}}
     # Skips per official split; a stratified split happens after them, so they belong to none.
     keys = SPLITS if official else ("before_split",)
-    metrics["skipped"] = {k: sum(1 for s in bad_samples if (s.split if official else "before_split") == k)
-                          for k in keys}
+    skipped = {k: sum(1 for s in bad_samples if (s.split if official else "before_split") == k) for k in keys}
+    extra = {"skipped_total": len(bad), **source.stats}
     if bad:
-        metrics["skipped_files"] = list(bad)[:50]
-        metrics["skipped_reasons"] = dict(list(bad.items())[:50])  # ref -> why, first 50
-    metrics["skipped_total"] = len(bad)
-    metrics.update(source.stats)
+        extra = {"skipped_files": list(bad)[:50], "skipped_reasons": dict(list(bad.items())[:50]), **extra}
+    if folds:
+        metrics.update(skipped=skipped, **extra)
+        per_fold = _write_folds(out_dir, fold_assignments(labels, folds, val_fraction, split_seed, source.classes),
+                                images, labels, source, image_size, metrics)
+        return {**metrics, "splits": per_fold[0], "folds": per_fold}
+    if official:  # keep the official split
+        assignment = [s.split for s in samples]
+    else:
+        assignment = stratified_split(labels, val_fraction, test_fraction, split_seed, source.classes)
+    metrics["splits"] = _write_splits(out_dir, assignment, images, labels, source, image_size)
+    metrics.update(skipped=skipped, **extra)
     (out_dir / "meta.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def repeat_data_dir(data_dir: str | Path, repeat: int) -> Path:
+    """The prepared folder repeat `repeat` trains and tests on: data_dir/fold<r> under data.folds (fold 0 is
+    data_dir itself, which compress reads), else data_dir (every repeat shares the one split)."""
+    fold = Path(data_dir) / f"fold{repeat}"
+    return fold if repeat > 0 and fold.is_dir() else Path(data_dir)
 
 
 def split_path(data_dir: str | Path, split: str) -> Path:

@@ -7,7 +7,7 @@ import torch
 
 from elimnet.checkpoint import load_model
 from elimnet.config import Config
-from elimnet.data.prepare import load_meta
+from elimnet.data.prepare import load_meta, repeat_data_dir
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
 from elimnet.deploy.artifacts import artifact_path, artifacts
 from elimnet.deploy.calibration import quantize_calibrated
@@ -18,8 +18,10 @@ from elimnet.threads import set_threads
 
 
 def run_export(cfg: Config, model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
-               metrics_path: str | Path, role: str = "candidate", progress: bool = True) -> dict:
-    """Export the model (fp32; with deploy.precision=int8 also INT8), check it, measure its accuracy."""
+               metrics_path: str | Path, role: str = "candidate", progress: bool = True, repeat: int = 0) -> dict:
+    """Export the model (fp32; with deploy.precision=int8 also INT8), check it, measure its accuracy on the
+    repeat's test split (fold r under data.folds)."""
+    data_dir = repeat_data_dir(data_dir, repeat)
     set_threads(cfg["train.threads"])
     model, config = load_model(model_path)
     meta = load_meta(data_dir)

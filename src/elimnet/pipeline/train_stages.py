@@ -7,7 +7,7 @@ from pathlib import Path
 from elimnet.bench.allocator import allocator_state
 from elimnet.checkpoint import load_model, save_model
 from elimnet.config import Config
-from elimnet.data.prepare import load_meta, load_prepared, split_path
+from elimnet.data.prepare import load_meta, load_prepared, repeat_data_dir, split_path
 from elimnet.data.tensors import Normalizer
 from elimnet.io import write_json, write_text
 from elimnet.train import distributed
@@ -88,13 +88,17 @@ def _write_finetune(result, model, config: dict, cfg: Config, recipe: TrainRecip
 
 
 def run_evaluate(cfg: Config, model_path: str | Path, data_dir: str | Path, out: str | Path,
-                 predictions_path: str | Path, split: str = "test") -> dict:
+                 predictions_path: str | Path, split: str = "test", repeat: int = 0) -> dict:
+    """Under data.folds the predictions' index is each test image's global id, so the report pools folds."""
+    data_dir = repeat_data_dir(data_dir, repeat)
     set_threads(cfg["train.threads"])
     model, config = load_model(model_path)
-    classes = load_meta(data_dir)["classes"]
+    meta = load_meta(data_dir)
+    classes = meta["classes"]
     data = load_prepared(data_dir, (split,))[split]
     m = evaluate(model, data, Normalizer(config["mean"], config["std"]), cfg["train.eval_batch_size"], len(classes))
     metrics = evaluation_record(m, classes, split, len(data), cfg["train.bootstrap"], cfg["seed"])
-    write_text(predictions_path, predictions_csv(classes, m["y_true"], m["y_pred"]))
+    write_text(predictions_path, predictions_csv(classes, m["y_true"], m["y_pred"],
+                                                 meta.get("test_ids") if split == "test" else None))
     write_json(out, metrics)
     return metrics

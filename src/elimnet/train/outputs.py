@@ -2,7 +2,8 @@
 record, and the CSV files.
 
 history.csv: one row per epoch (floats to 6 significant digits). predictions.csv: `index,actual,predicted`,
-where index is the image's position in the split, so the report pairs two models' rows on it.
+where index is the image's position in the split, so the report pairs two models' rows on it; under data.folds it
+is the image's global id (position before the split), so the report also pools the folds' rows on it.
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def read_history(path: str | Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def predictions_csv(classes: list[str], y_true: list[int], y_pred: list[int]) -> str:
+def predictions_csv(classes: list[str], y_true: list[int], y_pred: list[int], ids: list[int] | None = None) -> str:
+    ids = range(len(y_true)) if ids is None else ids
     return "index,actual,predicted\n" + "".join(f"{i},{classes[a]},{classes[p]}\n"
-                                                for i, (a, p) in enumerate(zip(y_true, y_pred)))
+                                                for i, a, p in zip(ids, y_true, y_pred, strict=True))
 
 
 def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:

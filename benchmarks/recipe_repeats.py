@@ -132,22 +132,6 @@ def run_design(design: str, n: int, cfg, work: Path, out: Path, tag: str) -> lis
     return rows
 
 
-def folds_two_level_ci(rows: list[dict], resamples: int, seed: int) -> list[float]:
-    """k-fold with the training noise in: each resample draws k folds with replacement (a fold = its models
-    and its test images), then images within each drawn fold; the delta is taken over the pooled draw."""
-    by = {r: [x for x in rows if x["role"] == r] for r in ROLES}
-    folds = [(np.array(b["y_true"]), np.array(b["y_pred"]), np.array(c["y_pred"]))
-             for b, c in zip(by["baseline"], by["candidate"])]
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(resamples):
-        picked = [folds[i] for i in rng.integers(0, len(folds), len(folds))]
-        idx = [rng.integers(0, len(f[0]), len(f[0])) for f in picked]
-        y, a, b = (np.concatenate([f[j][i] for f, i in zip(picked, idx)]) for j in range(3))
-        deltas.append(uncertainty.accuracy_macro_f1(y, b)[1] - uncertainty.accuracy_macro_f1(y, a)[1])
-    return [float(v) for v in np.quantile(deltas, [(1 - uncertainty.LEVEL) / 2, (1 + uncertainty.LEVEL) / 2])]
-
-
 def summarize(design: str, rows: list[dict], resamples: int, seed: int) -> dict:
     by = {r: [x for x in rows if x["role"] == r] for r in ROLES}
     if design.startswith("seeds"):
@@ -158,8 +142,10 @@ def summarize(design: str, rows: list[dict], resamples: int, seed: int) -> dict:
         d = uncertainty.out_of_fold_bootstrap([x["y_true"] for x in by["baseline"]],
                                               [x["y_pred"] for x in by["baseline"]],
                                               [x["y_pred"] for x in by["candidate"]], resamples, seed)
-    if not design.startswith("seeds"):
-        d["folds_two_level_ci"] = folds_two_level_ci(rows, resamples, seed)
+    if not design.startswith("seeds"):  # the graph's interval under data.folds (report/repeats.py)
+        d["folds_two_level_ci"] = uncertainty.folds_two_level_bootstrap(
+            [x["y_true"] for x in by["baseline"]], [x["y_pred"] for x in by["baseline"]],
+            [x["y_pred"] for x in by["candidate"]], resamples, seed)["delta_macro_f1_ci"]
     minutes = sum((x["train_s"] + x["eval_s"]) * x["threads"] for x in rows) / 60
     width = d["delta_macro_f1_ci"][1] - d["delta_macro_f1_ci"][0]
     base_f1 = [x["test_macro_f1"] for x in by["baseline"]]

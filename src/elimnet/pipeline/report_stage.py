@@ -16,7 +16,8 @@ def run_report(cfg: Config, metrics_dir: str | Path, out: str | Path, plot_path:
                model_path: str | Path | None = None, deploy_dir: str | Path | None = None,
                data_dir: str | Path | None = None) -> dict:
     stage_metrics = read_stage_metrics(metrics_dir)
-    summary = build_summary(metrics_dir, stage_metrics, cfg["train.repeats"], cfg["train.bootstrap"], cfg["seed"])
+    summary = build_summary(metrics_dir, stage_metrics, cfg["train.repeats"], cfg["train.bootstrap"], cfg["seed"],
+                            folds=cfg["data.folds"])
     summary["headline"] = headline_reduction(stage_metrics["latency"])
     save_curves(stage_metrics["histories"], Path(plot_path))
     write_json(out, summary)

@@ -4,10 +4,13 @@ Repeat r of a role writes metrics/<role>/r<r>/{train.json,history.csv,eval.json,
 (dvc.yaml's foreach/matrix over train.repeat_ids). The report keeps every repeat's value next to the
 pooled one (the mean over repeats), and the delta's CI and verdict come from the two-level bootstrap
 over repeats and the shared test images (elimnet.train.uncertainty.two_level_bootstrap).
+
+With data.folds = K, repeat r is fold r (its own test images, every image tested once): the pooled values are
+the out-of-fold ones (all folds' predictions scored together, paired on the images' global ids), and the CIs
+and verdict come from the folds' two-level bootstrap (uncertainty.folds_two_level_bootstrap).
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from elimnet.deploy.artifacts import PRECISIONS, onnx_name
 from elimnet.errors import StageError
 from elimnet.io import read_json
 from elimnet.train import uncertainty
+from elimnet.train.outputs import read_predictions
 
 ROLES = ("baseline", "candidate")
 FILES = ("train.json", "history.csv", "eval.json", "predictions.csv", "export.json")
@@ -37,8 +41,13 @@ def repeat_files(metrics_dir: str | Path, repeats: int) -> list[Path]:
 def _predictions(path: Path) -> dict[int, tuple[str, str]]:
     if not path.is_file():
         raise StageError(f"{path}: missing; run the evaluate stages of every repeat (dvc repro)")
-    with open(path, newline="") as f:
-        return {int(row["index"]): (row["actual"], row["predicted"]) for row in csv.DictReader(f)}
+    return read_predictions(path)
+
+
+def _class_ids(rows: dict[str, list[dict]]) -> dict[str, int]:
+    """Class name -> integer, over every prediction file's names (sorted: the same ids for every file)."""
+    names = sorted({v for role in ROLES for pred in rows[role] for pair in pred.values() for v in pair})
+    return {n: k for k, n in enumerate(names)}
 
 
 def paired_arrays(metrics_dir: str | Path, repeats: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -52,11 +61,33 @@ def paired_arrays(metrics_dir: str | Path, repeats: int) -> tuple[np.ndarray, di
                 raise StageError(f"{repeat_dir(metrics_dir, role, r) / 'predictions.csv'}: not the test images of "
                                  f"baseline repeat 0 (index or actual differ); rerun the evaluate stages")
     order = sorted(first)
-    names = sorted({v for role in ROLES for pred in rows[role] for i in order for v in pred[i]})
-    ids = {n: k for k, n in enumerate(names)}
+    ids = _class_ids(rows)
     y = np.array([ids[first[i][0]] for i in order])
     preds = {role: np.array([[ids[pred[i][1]] for i in order] for pred in rows[role]]) for role in ROLES}
     return y, preds
+
+
+def fold_arrays(metrics_dir: str | Path, folds: int) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], dict]:
+    """Per fold: truth and each role's predictions, paired on the images' global ids within the fold; the
+    folds' test images must be disjoint (every image tested once). Also the class-name -> id map."""
+    rows = {role: [_predictions(repeat_dir(metrics_dir, role, f) / "predictions.csv") for f in range(folds)]
+            for role in ROLES}
+    seen: set[int] = set()
+    for f, base in enumerate(rows["baseline"]):
+        cand = rows["candidate"][f]
+        if cand.keys() != base.keys() or any(cand[i][0] != base[i][0] for i in base):
+            raise StageError(f"{repeat_dir(metrics_dir, 'candidate', f) / 'predictions.csv'}: not the test images "
+                             f"of baseline fold {f} (index or actual differ); rerun the evaluate stages")
+        if seen & base.keys():
+            raise StageError(f"{repeat_dir(metrics_dir, 'baseline', f) / 'predictions.csv'}: test images of an "
+                             f"earlier fold again (data.folds={folds}); rerun prepare and the evaluate stages")
+        seen |= base.keys()
+    ids = _class_ids(rows)
+    orders = [sorted(base) for base in rows["baseline"]]
+    y = [np.array([ids[base[i][0]] for i in order]) for base, order in zip(rows["baseline"], orders)]
+    preds = {role: [np.array([ids[pred[i][1]] for i in order]) for pred, order in zip(rows[role], orders)]
+             for role in ROLES}
+    return y, preds, ids
 
 
 def _mean(values: list) -> float | None:
@@ -64,14 +95,14 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if len(vals) == len(values) and vals else None
 
 
-def _pooled_role(metrics_dir: Path, role: str, repeats: int, y, preds, resamples: int, seed: int) -> dict:
-    """One role's pooled row: mean test/train values, two-level CIs, per-repeat lists, deployed accuracy."""
+def _pooled_role(metrics_dir: Path, role: str, repeats: int, ci: dict | None) -> dict:
+    """One role's pooled row: mean test/train values, the CIs in `ci` (two-level; None: repeat 0's own),
+    per-repeat lists, deployed accuracy."""
     evals = [read_json(repeat_dir(metrics_dir, role, r) / "eval.json") for r in range(repeats)]
     trains = [read_json(repeat_dir(metrics_dir, role, r) / "train.json") for r in range(repeats)]
     row = {k: _mean([e[k] for e in evals]) for k in POOLED_EVAL}
     row.update({k: _mean([t.get(k) for t in trains]) for k in trains[0] if k.startswith(("train_", "val_"))})
-    if repeats > 1:
-        ci = uncertainty.two_level_ci(y, preds, resamples, seed)
+    if ci is not None:
         row.update(test_acc_ci=ci["acc"], test_macro_f1_ci=ci["macro_f1"])
     else:
         row.update({k: evals[0][k] for k in ("test_acc_ci", "test_macro_f1_ci") if k in evals[0]})
@@ -101,8 +132,9 @@ def pool_repeats(metrics_dir: str | Path, repeats: int, resamples: int, seed: in
     m = Path(metrics_dir)
     y, preds = paired_arrays(m, repeats)
     d = uncertainty.two_level_bootstrap(y, preds["baseline"], preds["candidate"], resamples, seed)
-    rows = {role: _pooled_role(m, role, repeats, y, preds[role], resamples, seed) for role in ROLES}
-    out = {"repeats": repeats, **rows,
+    rows = {role: _pooled_role(m, role, repeats, uncertainty.two_level_ci(y, preds[role], resamples, seed)
+                               if repeats > 1 else None) for role in ROLES}
+    out = {"repeats": repeats, "folds": 0, **rows,
            "delta_test_macro_f1": d["delta_macro_f1"], "delta_test_macro_f1_ci": d["delta_macro_f1_ci"],
            "delta_test_acc": d["delta_acc"], "delta_test_acc_ci": d["delta_acc_ci"], "verdict": d["verdict"],
            "per_repeat": {"delta_test_macro_f1": d["per_repeat_delta_macro_f1"],
@@ -116,6 +148,40 @@ def pool_repeats(metrics_dir: str | Path, repeats: int, resamples: int, seed: in
     out["per_repeat"].update({role: rows[role].pop("per_repeat") for role in ROLES})
     if "note" in d:
         out["verdict_note"] = d["note"]
+    return out
+
+
+def pool_folds(metrics_dir: str | Path, folds: int, resamples: int, seed: int) -> dict:
+    """pool_repeats' dict for K-fold cross-validation (repeat r = fold r): test acc/macro-F1, per-class F1 and
+    the delta are out of fold (every image once), test_loss the image-weighted mean of the folds'; CIs and
+    verdict from the folds' two-level bootstrap; McNemar on the pooled pairs; per fold in per_repeat."""
+    from elimnet.train.metrics import per_class_f1  # lazy: imports torch
+
+    m = Path(metrics_dir)
+    y, preds, ids = fold_arrays(m, folds)
+    d = uncertainty.folds_two_level_bootstrap(y, preds["baseline"], preds["candidate"], resamples, seed)
+    y_all, pooled = np.concatenate(y), {role: np.concatenate(preds[role]) for role in ROLES}
+    rows = {}
+    for role in ROLES:
+        c = uncertainty.folds_two_level_ci(y, preds[role], resamples, seed)
+        row = _pooled_role(m, role, folds, {"acc": c["acc_ci"], "macro_f1": c["macro_f1_ci"]})
+        losses = [read_json(repeat_dir(m, role, f) / "eval.json")["test_loss"] for f in range(folds)]
+        f1s = dict(zip(ids, per_class_f1(y_all, pooled[role], len(ids))))
+        row.update(test_acc=c["acc"], test_macro_f1=c["macro_f1"],
+                   test_loss=float(np.average(losses, weights=[len(t) for t in y])),
+                   per_class_f1={name: f1s.get(name) for name in row["per_class_f1"]} or f1s)
+        rows[role] = row
+    out = {"repeats": folds, "folds": folds, **rows,
+           "delta_test_macro_f1": d["delta_macro_f1"], "delta_test_macro_f1_ci": d["delta_macro_f1_ci"],
+           "delta_test_acc": d["delta_acc"], "delta_test_acc_ci": d["delta_acc_ci"], "verdict": d["verdict"],
+           "mcnemar_p": uncertainty.mcnemar_p(y_all, pooled["baseline"], pooled["candidate"]),
+           "per_repeat": {"delta_test_macro_f1": d["per_repeat_delta_macro_f1"],
+                          "mcnemar_p": [uncertainty.mcnemar_p(t, a, b)
+                                        for t, a, b in zip(y, preds["baseline"], preds["candidate"])]},
+           "paired_images": len(y_all),
+           "bootstrap": {"resamples": resamples, "seed": seed, "level": uncertainty.LEVEL,
+                         "levels": ["folds", "test images within each fold"]}}
+    out["per_repeat"].update({role: rows[role].pop("per_repeat") for role in ROLES})
     return out
 
 

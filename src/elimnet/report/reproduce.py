@@ -65,7 +65,8 @@ def compare_summaries(here: dict, committed: dict) -> dict:
         rows.append({"metric": label, "here": v, "here_ci": ci, "committed": cv, "committed_ci": cci,
                      "here_in_committed_ci": _inside(v, cci), "committed_in_here_ci": _inside(cv, ci)})
     verdicts = {"here": _verdict(here), "committed": _verdict(committed),
-                "repeats": {"here": here.get("repeats", 1), "committed": committed.get("repeats", 1)}}
+                "repeats": {"here": here.get("repeats", 1), "committed": committed.get("repeats", 1)},
+                "folds": {"here": here.get("folds", 0), "committed": committed.get("folds", 0)}}
     verdicts["agree"] = verdicts["here"] == verdicts["committed"]
     ok = verdicts["agree"] and all(r["here_in_committed_ci"] is not False and r["committed_in_here_ci"] is not False
                                    for r in rows)
@@ -76,6 +77,12 @@ def _fmt(v, ci) -> str:
     return f"{v:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
+def _design(verdicts: dict, side: str) -> str:
+    """'3 repeats' (seeds on one split) or '5 folds' (K-fold cross-validation)."""
+    folds = verdicts.get("folds", {}).get(side)
+    return f"{folds} folds" if folds else f"{verdicts['repeats'][side]} repeats"
+
+
 def format_report(result: dict) -> str:
     mark = {True: "yes", False: "NO", None: "-"}
     lines = [f"{'metric':26}{'this machine':>26}{'committed':>26}  {'here in committed CI':>20}  "
@@ -84,8 +91,8 @@ def format_report(result: dict) -> str:
         lines.append(f"{r['metric']:26}{_fmt(r['here'], r['here_ci']):>26}{_fmt(r['committed'], r['committed_ci']):>26}"
                      f"  {mark[r['here_in_committed_ci']]:>20}  {mark[r['committed_in_here_ci']]:>20}")
     v = result["verdict"]
-    lines.append(f"verdict: this machine {v['here']!r} ({v['repeats']['here']} repeats), committed "
-                 f"{v['committed']!r} ({v['repeats']['committed']} repeats): {'agree' if v['agree'] else 'DIFFER'}")
+    lines.append(f"verdict: this machine {v['here']!r} ({_design(v, 'here')}), committed "
+                 f"{v['committed']!r} ({_design(v, 'committed')}): {'agree' if v['agree'] else 'DIFFER'}")
     lines.append("reproduced: every value inside the other's interval and the verdicts agree" if result["reproduced"]
                  else "NOT reproduced: see the rows marked NO (or the verdict) above")
     return "\n".join(lines)

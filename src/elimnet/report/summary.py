@@ -10,7 +10,7 @@ from pathlib import Path
 from elimnet.bench import BACKENDS
 from elimnet.errors import StageError
 from elimnet.io import read_json
-from elimnet.report.repeats import apply_repeats, pool_repeats, repeat_dir
+from elimnet.report.repeats import apply_repeats, pool_folds, pool_repeats, repeat_dir
 from elimnet.train.outputs import read_history, read_predictions
 
 ROLES = ("baseline", "candidate")
@@ -29,15 +29,18 @@ def read_stage_metrics(metrics_dir: str | Path) -> dict:
             "histories": {r: read_history(first[r] / "history.csv") for r in ROLES}}
 
 
-def build_summary(metrics_dir: str | Path, stage_metrics: dict, repeats: int, resamples: int, seed: int) -> dict:
+def build_summary(metrics_dir: str | Path, stage_metrics: dict, repeats: int, resamples: int, seed: int,
+                  folds: int = 0) -> dict:
     """summary.json without its headline: rows, ratios, repeat 0's paired statistics (McNemar), then the
-    values pooled over the repeats with the two-level interval and the verdict (report/repeats.py)."""
+    values pooled over the repeats with the two-level interval and the verdict (report/repeats.py); with
+    `folds` (data.folds = K) the out-of-fold values over the K folds instead, McNemar on the pooled pairs."""
     m = Path(metrics_dir)
     summary = summarize(stage_metrics["structure"], stage_metrics["train"], stage_metrics["evals"],
                         stage_metrics["latency"])
     summary.update(paired_test_stats(*(read_predictions(repeat_dir(m, r, 0) / "predictions.csv") for r in ROLES),
                                      resamples, seed))
-    return apply_repeats(summary, pool_repeats(m, repeats, resamples, seed))
+    pooled = pool_folds(m, folds, resamples, seed) if folds else pool_repeats(m, repeats, resamples, seed)
+    return apply_repeats(summary, pooled)
 
 
 def paired_test_stats(baseline: dict, candidate: dict, resamples: int, seed: int) -> dict:

@@ -13,6 +13,8 @@ numpy (+ scipy's t quantile) only, and no package imports, so both the evaluate/
   run is one draw of a chaotic process, and a CI over images alone is too narrow for a verdict that
   must hold on another machine (Bouthillier et al., "Accounting for Variance in Machine Learning
   Benchmarks", MLSys 2021). With one repeat there is nothing to resample: no verdict.
+- With K-fold cross-validation every image is tested once, by the fold's models: the metrics are the
+  out-of-fold pooled ones, and the two-level bootstrap resamples folds, then images within each fold.
 """
 from __future__ import annotations
 
@@ -179,6 +181,68 @@ def out_of_fold_bootstrap(y_parts, pred_a_parts, pred_b_parts, resamples: int = 
                for parts in (y_parts, pred_a_parts, pred_b_parts))
     out = paired_bootstrap(y, a, b, resamples, seed, level)
     return {**out, "folds": len(y_parts), "images": len(y), "verdict": verdict(out["delta_macro_f1_ci"])}
+
+
+def _fold_arrays(y_parts, *pred_parts) -> tuple[list[np.ndarray], list[list[np.ndarray]], int]:
+    """Per fold: truth and each model's predictions as int arrays (checked), and the class count k."""
+    ys = [_arrays(y)[0] for y in y_parts]
+    preds = [[_arrays(y, p)[1] for y, p in zip(ys, parts, strict=True)] for parts in pred_parts]
+    if not ys:
+        raise ValueError("no folds")
+    k = int(max(max(int(a.max()) for a in arrs) for arrs in (ys, *preds))) + 1
+    return ys, preds, k
+
+
+def _fold_draws(sizes: list[int], resamples: int, seed: int) -> list[np.ndarray]:
+    """Per resample, positions into the folds' concatenation: K folds drawn with replacement, then each drawn
+    fold's images with replacement (a fold = its models and its test images)."""
+    if resamples < 1:
+        raise ValueError(f"resamples={resamples}: must be >= 1")
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    draws = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(sizes), len(sizes))
+        draws.append(np.concatenate([starts[f] + rng.integers(0, sizes[f], sizes[f]) for f in picked]))
+    return draws
+
+
+def _pooled_scores(y: np.ndarray, pred: np.ndarray, k: int, draws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 of the pooled predictions on every drawn position set: two (B,) arrays."""
+    conf = np.stack([np.bincount(y[d] * k + pred[d], minlength=k * k).reshape(k, k) for d in draws])
+    return _acc_f1(conf)
+
+
+def folds_two_level_bootstrap(y_parts, pred_a_parts, pred_b_parts, resamples: int = RESAMPLES, seed: int = 0,
+                              level: float = LEVEL) -> dict:
+    """K-fold cross-validation, delta b - a with the training noise in: fold f's models tested on fold f's
+    images, every image once. The delta is the out-of-fold pooled one (all images); its CI resamples folds,
+    then images within each drawn fold, paired by image, and scores the pooled draw.
+
+    The same keys as two_level_bootstrap ("folds" for "repeats"; per_repeat_delta_macro_f1 = per fold)."""
+    ys, (a_parts, b_parts), k = _fold_arrays(y_parts, pred_a_parts, pred_b_parts)
+    y, a, b = np.concatenate(ys), np.concatenate(a_parts), np.concatenate(b_parts)
+    full = [np.arange(len(y))]
+    (acc_a0, f1_a0), (acc_b0, f1_b0) = _pooled_scores(y, a, k, full), _pooled_scores(y, b, k, full)
+    draws = _fold_draws([len(t) for t in ys], resamples, seed)
+    (acc_a, f1_a), (acc_b, f1_b) = _pooled_scores(y, a, k, draws), _pooled_scores(y, b, k, draws)
+    ci = _percentile_ci(f1_b - f1_a, level)
+    per_fold = [accuracy_macro_f1(t, pb)[1] - accuracy_macro_f1(t, pa)[1]
+                for t, pa, pb in zip(ys, a_parts, b_parts)]
+    return {"folds": len(ys), "delta_macro_f1": float(f1_b0[0] - f1_a0[0]), "delta_macro_f1_ci": ci,
+            "delta_acc": float(acc_b0[0] - acc_a0[0]), "delta_acc_ci": _percentile_ci(acc_b - acc_a, level),
+            "per_repeat_delta_macro_f1": per_fold, "verdict": verdict(ci)}
+
+
+def folds_two_level_ci(y_parts, pred_parts, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict:
+    """One model's out-of-fold pooled accuracy and macro-F1 with CIs from the same draws as
+    folds_two_level_bootstrap: {"acc", "macro_f1", "acc_ci", "macro_f1_ci"}."""
+    ys, (parts,), k = _fold_arrays(y_parts, pred_parts)
+    y, p = np.concatenate(ys), np.concatenate(parts)
+    acc0, f10 = _pooled_scores(y, p, k, [np.arange(len(y))])
+    acc, f1 = _pooled_scores(y, p, k, _fold_draws([len(t) for t in ys], resamples, seed))
+    return {"acc": float(acc0[0]), "macro_f1": float(f10[0]), "acc_ci": _percentile_ci(acc, level),
+            "macro_f1_ci": _percentile_ci(f1, level)}
 
 
 def mcnemar_table(y_true, pred_a, pred_b) -> tuple[int, int]:

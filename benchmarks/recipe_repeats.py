@@ -2,11 +2,12 @@
 
 Runs the pipeline's own code (prepare, pretrained, compress, finetune, evaluate) outside DVC, in a work folder:
 
-- seeds: the default split (split seed = `seed`), R repeats of both models with repeat_seed(seed, r); the delta
+- seeds: the default split (split seed = data.split_seed), R repeats of both models with repeat_seed(seed, r); the delta
   interval is the two-level bootstrap over repeats and the 393 shared test images;
-- kfold: all images in k stratified folds (split seed = `seed`); fold f tests the models trained on the others
-  (val carved from them as in the default split) with repeat_seed(seed, f); the out-of-fold predictions of
-  every image are pooled into one paired bootstrap.
+- kfold: all images in k stratified folds, as the graph makes them with data.folds = k (split seed =
+  data.split_seed); fold f tests the models trained on the others (val carved from them) with
+  repeat_seed(seed, f); the out-of-fold predictions of every image are pooled, and the interval is the folds'
+  two-level bootstrap (uncertainty.folds_two_level_bootstrap), next to the images-only one.
 
 One JSON line per trained model (role, repeat or fold, seconds, test macro-F1, predictions) and one summary line
 per design go to --out (appended; finished models are skipped on a rerun, so a stopped run resumes). CPU-minutes
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -65,29 +65,16 @@ def _base(work: Path, cfg) -> tuple[Path, Path, Path]:
     return data, pretrained, init
 
 
-def _fold_data(data: Path, work: Path, folds: int, seed: int, val_fraction: float) -> list[Path]:
-    """k prepared folders over all images: fold f's test split is fold f, val is carved from the rest."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+def _fold_data(work: Path, cfg, folds: int) -> list[Path]:
+    """The graph's own K-fold layout (prepare with data.folds): one prepared folder per fold."""
+    from elimnet.data.prepare import repeat_data_dir
+    from elimnet.pipeline.prepare_stage import run_prepare
 
-    from elimnet.data.prepare import load_prepared
-
-    parts = load_prepared(data)
-    x = torch.cat([parts[s].images for s in ("train", "val", "test")])
-    y = torch.cat([parts[s].labels for s in ("train", "val", "test")])
-    dirs = []
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for f, (rest, test) in enumerate(splitter.split(np.zeros(len(y)), y.numpy())):
-        d = work / f"fold{folds}_{f}"
-        dirs.append(d)
-        if (d / "meta.json").exists():
-            continue
-        train, val = train_test_split(rest, test_size=val_fraction, stratify=y[rest].numpy(), random_state=seed)
-        d.mkdir(parents=True, exist_ok=True)
-        for name, idx in (("train", train), ("val", val), ("test", test)):
-            idx = torch.as_tensor(np.sort(idx))
-            torch.save({"images": x[idx].clone(), "labels": y[idx].clone()}, d / f"{name}.pt")
-        shutil.copy(data / "meta.json", d / "meta.json")
-    return dirs
+    top = work / f"folds{folds}"
+    if not (top / "meta.json").exists():
+        run_prepare(cfg.replace(**{"data.folds": folds, "train.repeats": folds,
+                                   "train.repeat_ids": list(range(folds))}), top, work / f"folds{folds}.json")
+    return [repeat_data_dir(top, f) for f in range(folds)]
 
 
 def _train_eval(cfg, data: Path, init: Path, teacher: Path | None, run: Path, role: str, repeat: int) -> dict:
@@ -110,7 +97,7 @@ def _train_eval(cfg, data: Path, init: Path, teacher: Path | None, run: Path, ro
 def run_design(design: str, n: int, cfg, work: Path, out: Path, tag: str) -> list[dict]:
     """Train both models n times (repeats or folds); rows already in `out` are reused."""
     data, pretrained, init = _base(work, cfg)
-    dirs = [data] * n if design == "seeds" else _fold_data(data, work, n, cfg["seed"], cfg["data.val_fraction"])
+    dirs = [data] * n if design == "seeds" else _fold_data(work, cfg, n)
     done, rows = _done(out), []
     for i, d in enumerate(dirs):
         run = work / "runs" / tag / f"{design}{n}_{i}"

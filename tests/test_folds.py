@@ -192,3 +192,35 @@ def test_report_refuses_folds_that_test_an_image_twice(tmp_path):
             _write_fold(tmp_path, role, f, list(range(20 * min(f, 1), 20 * min(f, 1) + 20)), y, preds[f], "abc")
     with pytest.raises(StageError, match="baseline/r2/predictions.csv: test images of an earlier fold"):
         pool_folds(tmp_path, 3, 1000, seed=0)
+
+
+@pytest.mark.slow
+def test_the_graph_with_folds_tests_every_image_once_and_reports_out_of_fold(tmp_path):
+    import yaml
+    from stage_runner import run_default_graph
+
+    imgs = tmp_path / "imgs"
+    for c, name in enumerate(["apple", "kiwi", "plum"]):
+        (imgs / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (40, 36), (90 * c, 60 + 10 * i, 120)).save(imgs / name / f"{i}.png")
+    params = {"data": {"name": "folder", "path": str(imgs), "image_size": 32, "val_fraction": 0.25, "folds": 3},
+              "model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
+              "train": {"epochs": 1, "batch_size": 8, "threads": 1, "repeats": 3, "repeat_ids": [0, 1, 2]},
+              "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False},
+              "mlflow": {"enabled": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run_default_graph(tmp_path / "params.yaml", tmp_path)
+
+    m = tmp_path / "metrics"
+    data = json.loads((m / "data.json").read_text())
+    assert sum(f["test"]["size"] for f in data["folds"]) == 24  # stratified: 8 per class -> 2 or 3 per fold
+    assert all(sorted(set(f["test"]["class_counts"].values())) in ([2], [3], [2, 3]) for f in data["folds"])
+    for role in ("baseline", "candidate"):
+        ids = [int(row.split(",")[0]) for f in range(3)
+               for row in (m / role / f"r{f}" / "predictions.csv").read_text().splitlines()[1:]]
+        assert sorted(ids) == list(range(24))  # every image tested once, by the fold's models
+    summary = json.loads((m / "summary.json").read_text())
+    assert summary["folds"] == summary["repeats"] == 3 and summary["paired_images"] == 24
+    assert len(summary["per_repeat"]["candidate"]["test_macro_f1"]) == 3 and summary["verdict"] is not None
+    assert json.loads((m / "headline.json").read_text())["repeats"] == 3

@@ -79,9 +79,11 @@ def _interrupt_after(monkeypatch, epochs_done: int):
     return lambda: monkeypatch.setattr(ft, "evaluate", real)
 
 
-def test_interrupted_finetune_resumes_to_the_uninterrupted_result(tmp_path, tiny_split, one_thread, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])  # with train.ema the average resumes too
+def test_interrupted_finetune_resumes_to_the_uninterrupted_result(tmp_path, tiny_split, one_thread, monkeypatch,
+                                                                  ema):
     train, val = tiny_split(n_per_class=6, size=16), tiny_split(n_per_class=2, size=16, seed=1)
-    recipe = TrainRecipe.from_config(None, epochs=3, batch_size=8, warmup_epochs=1, channels_last=True)
+    recipe = TrainRecipe.from_config(None, epochs=3, batch_size=8, warmup_epochs=1, channels_last=True, ema=ema)
     kw = dict(mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=4, progress=False)
 
     def fresh():

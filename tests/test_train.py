@@ -130,3 +130,58 @@ def test_class_weights_change_training_and_are_part_of_the_recipe(tiny_split, on
     assert plain.history == run(class_weights="none", sampler="none").history
     assert weighted.history[0]["train_loss"] != plain.history[0]["train_loss"]
     assert sampled.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def _two_stage_net():
+    """Stem and two stages with BN (running statistics), then a classifier: what freezing must leave alone.
+    Convs without bias: a bias before BN gets no gradient, so it would stay put frozen or not."""
+    from torch import nn
+
+    from elimnet.models.staged import StagedNet
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+    stages = [nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU()),
+              nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())]
+    return StagedNet(stem, stages, nn.Identity(), nn.Sequential(nn.Linear(8, 4)))
+
+
+def _finetune(net, tiny_split, **recipe):
+    from elimnet.train.finetune import finetune
+
+    train, val = tiny_split(n_per_class=6, size=16), tiny_split(n_per_class=2, size=16, seed=1)
+    r = TrainRecipe.from_config(None, epochs=2, batch_size=6, channels_last=False, **recipe)
+    return finetune(net, train, val, r, mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=4, progress=False)
+
+
+def test_frozen_stages_keep_weights_and_bn_statistics_and_the_rest_trains(tiny_split, one_thread):
+    net = _two_stage_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = _finetune(net, tiny_split, freeze_stages=1)
+    after = result.best_state
+    frozen = [k for k in before if k.startswith(("stem.", "stages.0."))]
+    trained = [k for k in before if k.startswith(("stages.1.", "classifier.")) and "num_batches" not in k]
+    assert len(frozen) == 12 and len(trained) == 7  # (conv, BN w+b+mean+var+count) x 2; conv, BN, linear w+b
+    assert all(torch.equal(after[k], before[k]) for k in frozen)  # running stats too: BN stayed in eval mode
+    assert all(not torch.equal(after[k], before[k]) for k in trained)
+    assert [p.requires_grad for p in net.stem.parameters()] == [False] * 3
+
+
+def test_freezing_more_stages_than_the_model_has_is_one_line(tiny_split, one_thread):
+    with pytest.raises(ValueError, match=r"train.freeze_stages=3: this model has 2 stages; allowed 0..2"):
+        _finetune(_two_stage_net(), tiny_split, freeze_stages=3)
+
+
+def test_ema_is_what_validation_scores_and_what_is_kept(tiny_split, one_thread):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    plain = _finetune(_two_stage_net(), tiny_split)
+    averaged = _finetune(_two_stage_net(), tiny_split, ema=0.5)
+    # same steps and data order: the training losses agree, the kept weights and val scores do not
+    assert [h["train_loss"] for h in averaged.history] == [h["train_loss"] for h in plain.history]
+    assert not torch.equal(averaged.best_state["classifier.0.weight"], plain.best_state["classifier.0.weight"])
+    # the kept state is the EMA (decay 0.5, BN buffers averaged too) of the raw weights, replayed by hand
+    net = _two_stage_net()
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    assert set(averaged.best_state) == set(net.state_dict()) == {k.removeprefix("module.")
+                                                                for k in ema.state_dict() if k != "n_averaged"}

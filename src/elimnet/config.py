@@ -65,6 +65,10 @@ CORE: dict[str, Field] = {
     "train.weight_decay": Field(5e-5, num_range(0.0), "weight decay"),
     "train.label_smoothing": Field(0.0, num_range(0.0, 0.5), "cross-entropy label smoothing"),
     "train.warmup_epochs": Field(0, int_range(0), "linear LR warm-up epochs before cosine decay"),
+    "train.freeze_stages": Field(0, int_range(0), "the stem and this many early stages keep their ImageNet weights "
+                                 "and BN statistics: no backward through them (faster steps)"),
+    "train.ema": Field(0.0, num_range(0.0, 0.9999), "decay per step of an exponential moving average "
+                       "of the weights, which validation picks from and the stage saves (0 = off)"),
     "train.hflip": Field(True, is_bool, "random horizontal flips"),
     "train.vflip": Field(True, is_bool, "random vertical flips"),
     "train.channels_last": Field(True, is_bool, "NHWC memory format (faster on CPU)"),

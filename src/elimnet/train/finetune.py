@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from elimnet.data.tensors import Normalizer, TensorSplit, iterate_batches
@@ -32,7 +33,7 @@ RECIPE_KEYS = {
     "label_smoothing": "train.label_smoothing", "warmup_epochs": "train.warmup_epochs", "hflip": "train.hflip",
     "vflip": "train.vflip", "channels_last": "train.channels_last", "eval_batch_size": "train.eval_batch_size",
     "kd_alpha": "train.kd.alpha", "kd_temperature": "train.kd.temperature", "class_weights": "train.class_weights",
-    "sampler": "train.sampler", "seed": "seed",
+    "sampler": "train.sampler", "freeze_stages": "train.freeze_stages", "ema": "train.ema", "seed": "seed",
 }
 
 
@@ -56,6 +57,8 @@ class TrainRecipe:
     kd_temperature: float
     class_weights: str
     sampler: str
+    freeze_stages: int
+    ema: float
     seed: int
 
     @classmethod
@@ -138,6 +141,20 @@ def balanced_batches(split: TensorSplit, batch_size: int, normalize: Normalizer,
                                generator=generator, **kw)
 
 
+def freeze_early(model: torch.nn.Module, stages: int) -> list[torch.nn.Module]:
+    """Freeze the stem and the first `stages` stages of a StagedNet (no grads, BN statistics fixed); returns the
+    frozen modules, which train_epoch puts back in eval mode after every model.train(). 0 = nothing frozen."""
+    if stages == 0:
+        return []
+    available = len(getattr(model, "stages", []))
+    if stages > available:
+        raise ValueError(f"train.freeze_stages={stages}: this model has {available} stages; allowed 0..{available}")
+    frozen = [model.stem, *model.stages[:stages]]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                recipe: TrainRecipe, teacher: torch.nn.Module | None = None,
                class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,14 +176,16 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: TensorSplit, recipe: TrainRecipe,
                 normalize: Normalizer, gen: torch.Generator, *, teacher: torch.nn.Module | None = None,
                 device: torch.device | str = "cpu", drop_last: bool = True, start_step: int = 0,
-                scheduler=None, on_step=None, batches=iterate_batches, class_weight: torch.Tensor | None = None
-                ) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
+                scheduler=None, on_step=None, batches=iterate_batches, class_weight: torch.Tensor | None = None,
+                frozen: list[torch.nn.Module] = ()) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
     """One pass over the in-memory split; returns (loss sum, predictions, labels, next step).
 
     `scheduler` (if any) is stepped after every optimiser step. `batches` has iterate_batches'
-    signature (DDP passes one that yields this rank's slice).
+    signature (DDP passes one that yields this rank's slice). `frozen` modules stay in eval mode.
     """
     model.train()
+    for module in frozen:
+        module.eval()  # frozen BN keeps the ImageNet statistics
     loss_sum, preds, ys, step = 0.0, [], [], start_step
     for x, y in batches(train, recipe.batch_size, normalize, shuffle=True, generator=gen,
                         hflip=recipe.hflip, vflip=recipe.vflip, drop_last=drop_last):
@@ -212,11 +231,29 @@ class _Progress:
             self.best_state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _resume(checkpoint: EpochCheckpoint | None, model, opt, scheduler, gen, desc: str, epochs: int) -> _Progress:
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """The EMA of the weights and BN buffers (train.ema), updated after every optimiser step; None when off."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _frozen_and_averaged(model: torch.nn.Module, recipe: TrainRecipe):
+    """(frozen modules, the EMA or None, the model validation scores and the stage keeps: the EMA when on).
+    Called before DDP and the optimiser are built: both skip frozen weights."""
+    frozen = freeze_early(model, recipe.freeze_stages)
+    ema = weight_average(model, recipe.ema)
+    return frozen, ema, ema.module if ema is not None else model
+
+
+def _resume(checkpoint: EpochCheckpoint | None, model, opt, scheduler, gen, desc: str, epochs: int,
+            ema: AveragedModel | None = None) -> _Progress:
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
         return _Progress()
     model.load_state_dict(saved["model"])
+    if ema is not None:
+        ema.load_state_dict(saved["ema"])
     opt.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"], gen)
@@ -225,10 +262,12 @@ def _resume(checkpoint: EpochCheckpoint | None, model, opt, scheduler, gen, desc
                      saved["epoch"])
 
 
-def _save_epoch(checkpoint: EpochCheckpoint, state: _Progress, epoch: int, model, opt, scheduler, gen) -> None:
+def _save_epoch(checkpoint: EpochCheckpoint, state: _Progress, epoch: int, model, opt, scheduler, gen,
+                ema: AveragedModel | None = None) -> None:
     checkpoint.save({"epoch": epoch, "step": state.step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": scheduler.state_dict(), "rng": get_rng_state(gen), "history": state.history,
-                     "best_f1": state.best_f1, "best_epoch": state.best_epoch, "best_state": state.best_state})
+                     "best_f1": state.best_f1, "best_epoch": state.best_epoch, "best_state": state.best_state,
+                     "ema": ema.state_dict() if ema is not None else None})
 
 
 def _epoch_row(epoch: int, lr: float, loss_sum: float, preds, ys, val_m: dict, num_classes: int) -> dict:
@@ -243,11 +282,9 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
              mean, std, num_classes: int, teacher: torch.nn.Module | None = None,
              device: torch.device | str = "cpu", progress: bool = True, desc: str = "finetune",
              ddp=None, checkpoint: EpochCheckpoint | None = None) -> TrainResult:
-    """`ddp` (train.distributed.DDPContext) trains this rank's slice of every global batch; only its
-    main rank validates and returns history and best state (the others return an empty result).
-    `checkpoint`: written after every epoch (weights, optimiser, scheduler, every RNG state, history,
-    best state); if it holds an earlier run's epochs, training resumes after them and ends with the
-    same weights and history as an uninterrupted run. The caller clears it once its outputs are written."""
+    """`ddp` (train.distributed.DDPContext): this rank trains its slice of every global batch; only rank 0
+    validates and returns history and best state. `checkpoint`: written after every epoch (all state); a rerun
+    resumes after its epochs with the weights and history of an uninterrupted run. The caller clears it."""
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"finetune needs non-empty train and val splits (got {len(train)} and {len(val)} images)")
     if ddp is not None and checkpoint is not None:
@@ -256,6 +293,7 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     device = torch.device(device)
     use_cl = recipe.channels_last and device.type == "cpu"
     model, teacher = _on_device(model, teacher, device, use_cl)
+    frozen, ema, evaluated = _frozen_and_averaged(model, recipe)
     normalize = Normalizer(mean, std, channels_last=use_cl)
     net = ddp.wrap(model, recipe.seed) if ddp is not None else model  # forward/backward go through `net`
     main = ddp is None or ddp.is_main
@@ -271,27 +309,29 @@ def finetune(model: torch.nn.Module, train: TensorSplit, val: TensorSplit, recip
     if ddp is not None:  # every rank draws the same global batches and trains on its slice
         batches = functools.partial(ddp.batches, source=batches)
 
-    state = _resume(checkpoint, model, opt, scheduler, gen, desc, recipe.epochs)
+    state = _resume(checkpoint, model, opt, scheduler, gen, desc, recipe.epochs, ema)
     bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not progress, mininterval=1.0)
     for epoch in range(state.done + 1, recipe.epochs + 1):
         def on_step(loss: float, epoch=epoch) -> None:
+            if ema is not None:
+                ema.update_parameters(model)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
 
         loss_sum, preds, ys, state.step = train_epoch(
-            net, opt, train, recipe, normalize, gen, teacher=teacher, device=device, drop_last=drop_last,
+            net, opt, train, recipe, normalize, gen, teacher=teacher, device=device, drop_last=drop_last, frozen=frozen,
             start_step=state.step, scheduler=scheduler, on_step=on_step, batches=batches, class_weight=class_weight)
         if ddp is not None:
             loss_sum, preds, ys = ddp.gather_epoch(loss_sum, preds, ys)
             if not main:
                 continue  # rank 0 validates and keeps the history; weights are identical on every rank
-        val_m = evaluate(model, val, normalize, recipe.eval_batch_size, num_classes, device)
+        val_m = evaluate(evaluated, val, normalize, recipe.eval_batch_size, num_classes, device)
         lr = recipe.lr * lr_factor(state.step - 1, total, warmup)  # the last step's LR
         row = _epoch_row(epoch, lr, loss_sum, preds, ys, val_m, num_classes)
         state.history.append(row)
-        state.keep_if_best(model, epoch, val_m["macro_f1"])
+        state.keep_if_best(evaluated, epoch, val_m["macro_f1"])
         if checkpoint is not None:
-            _save_epoch(checkpoint, state, epoch, model, opt, scheduler, gen)
+            _save_epoch(checkpoint, state, epoch, model, opt, scheduler, gen, ema)
         bar.write(f"{desc} epoch {epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
                   f"f1 {row['train_macro_f1']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
                   f"f1 {row['val_macro_f1']:.3f}") if progress else None

@@ -19,17 +19,19 @@ from pathlib import Path
 PRECISIONS = ("fp32", "int8")
 
 
-def _timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def _timed(fn) -> tuple[tuple[float, float], object]:
+    """((wall s, this process's CPU s), fn's result). CPU seconds are what a busy shared machine distorts least:
+    other jobs stretch the wall time, not the work done; divided by the threads they estimate an idle wall time."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return (time.perf_counter() - t0, time.process_time() - c0), out
 
 
-def export_seconds(cfg, model: Path, data: Path, work: Path, rounds: int) -> dict[str, list[float]]:
+def export_seconds(cfg, model: Path, data: Path, work: Path, rounds: int) -> dict[str, list[tuple]]:
     """Seconds of one export stage (export, parity, [calibration + INT8], artifact evaluation) per precision."""
     from elimnet.pipeline.export_stage import run_export
 
-    out: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    out: dict[str, list[tuple]] = {p: [] for p in PRECISIONS}
     for r in range(rounds):
         for p in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
             c = cfg.replace(**{"deploy.precision": p})
@@ -38,29 +40,35 @@ def export_seconds(cfg, model: Path, data: Path, work: Path, rounds: int) -> dic
                                                   role=model.parent.name, progress=False))
             out[p].append(secs)
             acc = res["accuracy"]
-            print(f"  {model.parent.name}/{model.name} {p} round {r}: {secs:.1f} s, test macro-F1 "
+            print(f"  {model.parent.name}/{model.name} {p} round {r}: {secs[0]:.1f} s wall, {secs[1]:.1f} s CPU, "
+                  f"test macro-F1 "
                   + ", ".join(f"{k} {acc[k]['macro_f1']:.4f}" for k in ("torch", *PRECISIONS) if k in acc),
                   flush=True)
     return out
 
 
-def benchmark_seconds(cfg, baseline: Path, candidate: Path, work: Path, rounds: int) -> dict[str, list[float]]:
+def benchmark_seconds(cfg, baseline: Path, candidate: Path, work: Path, rounds: int) -> dict[str, list[tuple]]:
     """Seconds of one benchmark stage per precision (int8 adds the ort_int8 backend's export and timing)."""
     from elimnet.pipeline.benchmark_stage import run_benchmark
 
-    out: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    out: dict[str, list[tuple]] = {p: [] for p in PRECISIONS}
     for r in range(rounds):
         for p in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
             c = cfg.replace(**{"deploy.precision": p})
             secs, res = _timed(lambda: run_benchmark(c, baseline, candidate, work / f"latency-{p}-{r}.json"))
             out[p].append(secs)
-            print(f"  benchmark {p} round {r}: {secs:.1f} s (backends {', '.join(res['backends'])})", flush=True)
+            print(f"  benchmark {p} round {r}: {secs[0]:.1f} s wall, {secs[1]:.1f} s CPU "
+                  f"(backends {', '.join(res['backends'])})", flush=True)
     return out
 
 
-def _added(secs: dict[str, list[float]]) -> tuple[float, float, float]:
-    f, i = statistics.median(secs["fp32"]), statistics.median(secs["int8"])
-    return f, i, i - f
+def _added(secs: dict[str, list[tuple]], what: str) -> dict[str, float]:
+    """Medians per precision and the added seconds, wall and CPU; prints one line."""
+    med = {p: [statistics.median(s[k] for s in secs[p]) for k in (0, 1)] for p in PRECISIONS}
+    added = {"wall": med["int8"][0] - med["fp32"][0], "cpu": med["int8"][1] - med["fp32"][1]}
+    print(f"{what}: fp32 {med['fp32'][0]:.1f} s wall / {med['fp32'][1]:.1f} s CPU, int8 {med['int8'][0]:.1f} s wall / "
+          f"{med['int8'][1]:.1f} s CPU; added {added['wall']:.1f} s wall, {added['cpu']:.1f} s CPU", flush=True)
+    return added
 
 
 def main(argv=None) -> int:
@@ -75,23 +83,28 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="train.repeats of the graph the total is for")
     p.add_argument("--skip-benchmark", action="store_true")
+    p.add_argument("--roles", nargs="+", default=["baseline", "candidate"])
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="param override, e.g. -S deploy.calibration=minmax")
     a = p.parse_args(argv)
-    cfg = load_params(a.params)
+    cfg = load_params(a.params, a.set)
     set_threads(cfg["train.threads"])
     print(f"CPU: {cpu_info()[0]}; deploy.calibration={cfg['deploy.calibration']}, "
           f"calibration_images={cfg['deploy.calibration_images']}, rounds {a.rounds}", flush=True)
-    total = 0.0
+    total = {"wall": 0.0, "cpu": 0.0}
     with tempfile.TemporaryDirectory(prefix="int8-cost-") as tmp:
-        for role in ("baseline", "candidate"):
-            f, i, d = _added(export_seconds(cfg, a.models / role / "r0.pt", a.data, Path(tmp), a.rounds))
-            print(f"export {role}: fp32 {f:.1f} s, int8 {i:.1f} s (x{i / f:.2f}), added {d:.1f} s", flush=True)
-            total += d * a.repeats
+        for role in a.roles:
+            added = _added(export_seconds(cfg, a.models / role / "r0.pt", a.data, Path(tmp), a.rounds),
+                           f"export {role}")
+            for k in total:  # one role measured: both roles assumed alike
+                total[k] += added[k] * a.repeats * (2 if len(a.roles) == 1 else 1)
         if not a.skip_benchmark:
-            f, i, d = _added(benchmark_seconds(cfg, a.models / "baseline/r0.pt", a.models / "candidate/r0.pt",
-                                               Path(tmp), a.rounds))
-            print(f"benchmark: fp32 {f:.1f} s, int8 {i:.1f} s (x{i / f:.2f}), added {d:.1f} s", flush=True)
-            total += d
-    print(f"added to the default graph (2 roles x {a.repeats} repeats of export + the benchmark): {total:.0f} s")
+            added = _added(benchmark_seconds(cfg, a.models / "baseline/r0.pt", a.models / "candidate/r0.pt",
+                                             Path(tmp), a.rounds), "benchmark")
+            for k in total:
+                total[k] += added[k]
+    print(f"added to the default graph (2 roles x {a.repeats} repeats of export"
+          f"{'' if a.skip_benchmark else ' + the benchmark'}): {total['wall']:.0f} s wall, {total['cpu']:.0f} s CPU")
     return 0
 
 

@@ -79,7 +79,7 @@ def run(args) -> int:
     rows = comparison_rows(records)
     x, what = (x, "as asked with --x") if x else default_x(rows, records)
     front = mark_pareto(rows, x, y)
-    print(axis_line(x, what, rows))
+    print(wrap(axis_line(x, what, rows)))
     print(to_markdown(rows) if args.wide else summary_table(rows, x, y), end="\n" if not args.wide else "")
     lines = [] if args.wide else machine_notes(rows)
     lines.append(f"{len(records)} run{'s' * (len(records) != 1)}, {len(rows)} rows, Pareto front ({x}, {y}): "

@@ -128,8 +128,9 @@ def _summary_cells(r: dict, x: str, reds: list[str], y: str, machines: bool) -> 
     delta = (f"{r[DELTA]:+.3f}" + (f" [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
              if r.get(DELTA) is not None else "–")
     faster = " / ".join(f"{r[c]:+.0%}" if r.get(c) is not None else "–" for c in reds) if r["role"] != "full" else "–"
-    out = [r["name"], f"{r['n']}{'f' * bool(r.get('folds'))}", cell("params", r.get("params")), cell("macs", r.get("macs")),
-           cell(x, r.get(x)), faster, quality, delta, r.get("verdict") or "–", cell("pareto", r.get("pareto"))]
+    n = f"{r['n']}{'f' * bool(r.get('folds'))}"  # f: k-fold folds, not repeats on one split
+    out = [r["name"], n, cell("params", r.get("params")), cell("macs", r.get("macs")), cell(x, r.get(x)), faster,
+           quality, delta, r.get("verdict") or "–", cell("pareto", r.get("pareto"))]
     return out + ([r.get("machine") or "?"] if machines else [])
 
 

@@ -271,6 +271,23 @@ def test_one_hardware_fingerprint_describes_the_machine_and_hashes_it():
     assert list(block) == ["cpu", "machine", "isa", "threads", "cpus", "torch", "onnxruntime", "peak_fp32_gflops"]
 
 
+def test_a_recorded_hardware_block_gets_the_machines_own_fingerprint():
+    """One fingerprint: the benchmark's block, compare's machine id and the plan's cache key all read
+    bench.hardware.fingerprint_id; threads and the probed peak do not change it, a library version does."""
+    import elimnet.plan.deployed as deployed
+    from elimnet.bench.hardware import fingerprint_id, hardware_block, hardware_fingerprint
+    from elimnet.report.records import machine_id, machine_label
+
+    fp = hardware_fingerprint()["id"]
+    block = hardware_block(2, probe=False)
+    assert fingerprint_id(block) == fp == fingerprint_id({**block, "threads": 1, "peak_fp32_gflops": 99.0})
+    assert fingerprint_id({**block, "onnxruntime": "0.0.1"}) != fp
+    assert machine_id(block) == f"{fp}/t2" and machine_id({**block, "threads": 1}) == f"{fp}/t1"
+    assert machine_label(block) == f"{block['cpu']}, 2 threads [{fp}]" and machine_id(None) is None
+    assert not hasattr(deployed, "hardware_fingerprint")
+    assert deployed.TimingCache.key("s", "int8", 1, 2, fp) == f"v{deployed.CACHE_VERSION}|s|int8|bs1|t2|{fp}"
+
+
 def test_bench_imports_nothing_from_compress():
     import ast
     from pathlib import Path

@@ -357,7 +357,9 @@ def test_compare_in_a_repo_with_two_machines(tmp_path, capsys):
     assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True,
                           text=True).stdout == before  # git status stays clean
     assert max(map(len, text.splitlines())) <= 160, text
-    body = text.splitlines()[2:6]
+    assert text.splitlines()[0] == ("x axis: cpu bs1 ms (eager PyTorch: no ONNX Runtime timings in these runs); "
+                                    "n: training repeats pooled per row, over seeds")
+    body = text.splitlines()[3:7]
     assert body[0].startswith("full resnet18") and " 7.16 " in body[0] and "0.481" in body[0]  # the workspace's
     assert body[2].startswith("Elim 2") and " 4.36 " in body[2] and "0.578" in body[2]
     # The release's rows keep their paired reductions, not their milliseconds; no figure is a mix of both CPUs.
@@ -402,3 +404,77 @@ def test_summary_fits_160_columns_and_reads_both_ort_names(capsys):
     narrow = summary_table(rows, x, width=100)
     assert len(name) > 40 and name not in narrow and name[:10] in narrow and "…" in narrow  # the name gives way
     assert max(map(len, narrow.splitlines())) <= 100
+
+
+# ----------------------------------------------------------------------------- default axis, repeats counted
+def _with_ort(rec, base_ms, cand_ms, precision="fp32", int8_ms=None):
+    rec.summary = copy.deepcopy(rec.summary)
+    rec.params = {**rec.params, "deploy.precision": precision}
+    rec.summary["baseline"]["latency_ort_bs1_ms"], rec.summary["candidate"]["latency_ort_bs1_ms"] = base_ms, cand_ms
+    if int8_ms is not None:
+        rec.summary["baseline"]["latency_ort_int8_bs1_ms"] = int8_ms[0]
+        rec.summary["candidate"]["latency_ort_int8_bs1_ms"] = int8_ms[1]
+    return rec
+
+
+def test_default_x_is_the_deployed_runtime_with_eager_as_the_fallback():
+    from elimnet.report.aggregate import default_x
+
+    recs = two_records()
+    assert default_x(comparison_rows(recs), recs)[0] == "latency_cpu_bs1_ms"  # no ORT timings: eager
+    recs = [_with_ort(recs[0], 3.0, 2.0), _with_ort(recs[1], 3.2, 2.5)]
+    rows = comparison_rows(recs)
+    x, what = default_x(rows, recs)
+    assert x == "latency_ort_bs1_ms" and what.startswith("ONNX Runtime fp32")
+    # the reference run shipped INT8 (its ort_int8 rows exist): the INT8 runtime is the axis
+    int8 = [_with_ort(two_records()[0], 3.0, 2.0, "int8", (1.5, 0.9)), recs[1]]
+    x, what = default_x(comparison_rows(int8), int8)
+    assert x == "latency_ort_int8_bs1_ms" and "INT8" in what
+    # INT8 timings in a run that did not ship INT8 do not take the axis
+    fp32 = [_with_ort(two_records()[0], 3.0, 2.0, "fp32", (1.5, 0.9))]
+    assert default_x(comparison_rows(fp32), fp32)[0] == "latency_ort_bs1_ms"
+
+
+def test_compare_prints_its_axis_and_fronts_on_ort_by_default(tmp_path, capsys):
+    from elimnet.cli import main
+
+    recs = [_with_ort(r, 3.0, ms) for r, ms in zip(two_records(), (2.0, 2.8))]  # LayerPrune beats the full model
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(dvc_show(recs)))
+    assert main(["compare", "--exp-show-json", str(src)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith("x axis: ort bs1 ms (ONNX Runtime fp32, the deployed runtime); ")
+    assert "Pareto front (latency_ort_bs1_ms, test_macro_f1): Elim 2, LayerPrune k=3 (l1)" in text
+    assert main(["compare", "--exp-show-json", str(src), "--x", "cpu:1"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith("x axis: cpu bs1 ms (as asked with --x); ")
+
+
+def _repeated(name, seed, base, cand, folds=0, **over):
+    """One experiment whose report pooled len(cand) training repeats (or folds)."""
+    rec = seeded(name, seed, sum(base) / len(base), sum(cand) / len(cand), boot_half=0.01, **over)
+    rec.summary.update(repeats=len(cand), folds=folds, per_repeat={
+        "baseline": {"test_macro_f1": list(base)}, "candidate": {"test_macro_f1": list(cand)},
+        "delta_test_macro_f1": [c - b for b, c in zip(base, cand)]})
+    return rec
+
+
+def test_n_counts_the_repeats_or_folds_a_row_pools():
+    one = _repeated("e2", 42, (0.50, 0.54, 0.52), (0.56, 0.58, 0.60), **{"model.elim": 2})
+    rows = by_name(comparison_rows([one]))
+    full, elim = rows["full resnet18"], rows["Elim 2"]
+    assert (full["n"], elim["n"], elim["folds"]) == (3, 3, False)
+    assert elim["test_macro_f1"] == pytest.approx(0.58) and elim["test_macro_f1_sd"] == pytest.approx(0.02)
+    assert full["test_macro_f1_sd"] == pytest.approx(0.02) and elim["delta_test_macro_f1_sd"] == pytest.approx(0.02)
+    assert elim["test_macro_f1_ci"] == pytest.approx([0.56, 0.60])  # the report's pooled interval, kept
+    # two seeds of a 3-repeat experiment: 6 trainings; a 5-fold experiment: 5 folds
+    two = [one, _repeated("e2b", 43, (0.5, 0.5, 0.5), (0.6, 0.6, 0.6), **{"model.elim": 2})]
+    assert by_name(comparison_rows(two))["Elim 2"]["n"] == 6
+    folds = _repeated("e3", 42, (0.5,) * 5, (0.6,) * 5, folds=5, **{"model.elim": 3})
+    rows = comparison_rows([folds])
+    assert [(r["n"], r["folds"]) for r in rows] == [(5, True), (5, True)]
+    from elimnet.report.render import axis_line, summary_table
+
+    assert summary_table(rows, "latency_cpu_bs1_ms").splitlines()[2].split()[2] == "5f"
+    assert "n: k-fold folds (f) or training repeats pooled" in axis_line("latency_cpu_bs1_ms", "eager", rows)
+    assert [r["n"] for r in comparison_rows(two_records())] == [1, 1, 1]  # reports from before repeats

@@ -84,6 +84,13 @@ def test_plan_writes_the_schema_reuses_its_timings_and_respects_the_budget(tmp_p
     assert (out / "plan.md").read_text().startswith("# elimnet plan: a")
     assert (out / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plan["trials"]["complete"] + plan["trials"]["pruned"] == 3
+    # Cached under the benchmark's own fingerprint (bench.hardware), in keys of the current version.
+    from elimnet.bench.hardware import hardware_fingerprint
+    from elimnet.plan.deployed import CACHE_VERSION
+
+    machine = hardware_fingerprint()["id"]
+    assert timed and all(k.startswith(f"v{CACHE_VERSION}|") and k.endswith(f"|{machine}") for k in timed)
+    assert plan["hardware"]["fingerprint"] == machine
 
     # A fresh study with the same seed proposes the same candidates, and every timing comes from the cache.
     _plan([*common, "--study", "b", "--out-dir", str(tmp_path / "out_b"), "--search-only"])

@@ -13,6 +13,9 @@ from pathlib import Path
 
 # /proc/cpuinfo flag -> name in the hardware block (amx: any of Intel's AMX tile extensions).
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
+# What makes two timings comparable (machine_description's keys). Threads are left out: every timing
+# records them beside the id. The measured peak too: the same machine re-probed is the same machine.
+FINGERPRINT_KEYS = ("cpu", "machine", "isa", "cpus", "torch", "onnxruntime")
 
 
 def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, set[str]]:
@@ -73,10 +76,17 @@ def machine_description() -> dict:
             "torch": torch.__version__, "onnxruntime": onnxruntime_version()}
 
 
+def fingerprint_id(desc: dict) -> str:
+    """Short hash of a machine description, or of a recorded hardware block (its FINGERPRINT_KEYS; other
+    keys such as threads or the peak are ignored): timings with different ids are never mixed."""
+    key = {k: desc.get(k) for k in FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def hardware_fingerprint() -> dict:
-    """machine_description() plus `id`, a short hash of it: timings with different ids are never mixed."""
+    """machine_description() plus `id` (fingerprint_id): the one fingerprint of the machine this process runs on."""
     desc = machine_description()
-    return {**desc, "id": hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]}
+    return {**desc, "id": fingerprint_id(desc)}
 
 
 def hardware_block(threads: int, probe: bool = True) -> dict:

@@ -31,19 +31,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wide", action="store_true", help="print every column (the Markdown table)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write compare.md, compare.csv, pareto.png and pareto.json here (default: nothing written)")
-    p.add_argument("--x", default="cpu:1", metavar="BACKEND:BS",
-                   help="Pareto latency axis, a backend and batch size (default cpu:1; e.g. ort_int8:1)")
+    p.add_argument("--x", default=None, metavar="BACKEND:BS",
+                   help="Pareto latency axis, a backend and batch size (default: the deployed runtime at bs 1, "
+                        "ort_int8:1 when the run shipped INT8, else ort:1; cpu:1 when the runs have no ORT timings)")
     p.add_argument("--y", default="test_macro_f1", help="Pareto quality axis (default test_macro_f1)")
 
 
-def _axes(args) -> tuple[str, str]:
+def _axes(args) -> tuple[str | None, str]:
+    """(x column, or None for the default chosen from the rows; y column)."""
     from elimnet.report.aggregate import DEPLOYED, QUALITY, canonical_key
 
-    m = re.fullmatch(r"([a-z0-9_]+):(\d+)", args.x)
-    if not m:
-        raise ConfigError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. cpu:1")
     if args.y not in QUALITY + DEPLOYED:
         raise ConfigError(f"--y={args.y}: must be one of {', '.join(QUALITY + DEPLOYED)}")
+    if args.x is None:
+        return None, args.y
+    m = re.fullmatch(r"([a-z0-9_]+):(\d+)", args.x)
+    if not m:
+        raise ConfigError(f"--x={args.x}: must be BACKEND:BATCH_SIZE, e.g. ort:1")
     return canonical_key(f"latency_{m[1]}_bs{m[2]}_ms"), args.y
 
 
@@ -63,8 +67,8 @@ def _records(args) -> tuple[list, list[str]]:
 
 
 def run(args) -> int:
-    from elimnet.report.aggregate import comparison_rows, mark_pareto
-    from elimnet.report.render import machine_notes, summary_table, to_markdown, wrap, write_files
+    from elimnet.report.aggregate import comparison_rows, default_x, mark_pareto
+    from elimnet.report.render import axis_line, machine_notes, summary_table, to_markdown, wrap, write_files
 
     x, y = _axes(args)
     records, skipped = _records(args)
@@ -73,7 +77,9 @@ def run(args) -> int:
         raise StageError(f"source={args.source}: no finished run with metrics/summary.json in {where} "
                          f"(run `make repro` or `dvc exp run`; --rev REV or --all-commits add committed results)")
     rows = comparison_rows(records)
+    x, what = (x, "as asked with --x") if x else default_x(rows, records)
     front = mark_pareto(rows, x, y)
+    print(wrap(axis_line(x, what, rows)))
     print(to_markdown(rows) if args.wide else summary_table(rows, x, y), end="\n" if not args.wide else "")
     lines = [] if args.wide else machine_notes(rows)
     lines.append(f"{len(records)} run{'s' * (len(records) != 1)}, {len(rows)} rows, Pareto front ({x}, {y}): "

@@ -27,8 +27,8 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
                  role: str = "candidate", repeat: int = 0) -> dict | None:
     """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None).
 
-    `repeat` r (train.repeats) trains with repeat_seed(seed, r): a new classifier init for the baseline, a new
-    data order and new flips, on the same split."""
+    `repeat` r (train.repeats) trains with repeat_seed(seed, r): a new classifier init (the candidate's from r = 1
+    on: train/classifier.py), a new data order and new flips, on the same split."""
     set_threads(cfg["train.threads"])
     allocator_state(cfg["train.keep_freed_memory"])  # no page faults for freed activations every step
     ddp = None
@@ -39,7 +39,7 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
     classes = meta["classes"]
     model, config = load_model(init)
     seed = repeat_seed(cfg["seed"], repeat)
-    model, config = with_classes(model, config, len(classes), seed)
+    model, config = with_classes(model, config, len(classes), seed, repeat)
     config.update(classes=classes, image_size=meta["image_size"])
     recipe = TrainRecipe.from_config(cfg, seed=seed)
     teacher = None

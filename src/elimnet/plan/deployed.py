@@ -4,9 +4,10 @@
 code (deploy/export.py, deploy/quantize.py, bench/latency.py, bench/ort_timing.py): re-pointing the
 plan at another runtime or harness means changing these two functions.
 
-A timing is cached under (structure, precision, batch size, threads, hardware fingerprint):
-latency depends on the graph and the machine, not on the weights, so a candidate whose
-structure was timed before is never timed again, whatever its weights or its trial.
+A timing is cached under (structure, precision, batch size, threads, hardware fingerprint; the
+fingerprint is bench.hardware's, the one the benchmark and LayerPrune's tables use): latency depends on
+the graph and the machine, not on the weights, so a candidate whose structure was timed before is never
+timed again, whatever its weights or its trial.
 """
 from __future__ import annotations
 
@@ -45,23 +46,16 @@ def time_deployed(files: dict[str, Path], batch_size: int, image_size: int, thre
     return {n: s["median_ms"] for n, s in stats.items()}
 
 
-def hardware_fingerprint() -> str:
-    """CPU model, ISA flags that pick kernels, and library versions: what makes two timings comparable."""
-    import onnxruntime
-
-    from elimnet.bench.hardware import cpu_info, isa
-
-    model, flags = cpu_info()
-    text = json.dumps({"cpu": model, "isa": isa(flags), "onnxruntime": onnxruntime.__version__,
-                       "torch": torch.__version__}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def structure_key(model: torch.nn.Module, image_size: int) -> str:
     """Hash of the module tree and every tensor's shape: equal for equal graphs, blind to weight values."""
     shapes = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
     text = json.dumps({"modules": repr(model), "shapes": shapes, "image_size": image_size})
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+# Part of every key: raised when what a key means changes, so older entries are never read as new ones
+# (2: the fingerprint became bench.hardware's 12-hex id; version-1 keys held a 16-hex id of their own).
+CACHE_VERSION = 2
 
 
 class TimingCache:
@@ -74,7 +68,7 @@ class TimingCache:
 
     @staticmethod
     def key(structure: str, precision: str, batch_size: int, threads: int | None, hardware: str) -> str:
-        return f"{structure}|{precision}|bs{batch_size}|t{threads or 'default'}|{hardware}"
+        return f"v{CACHE_VERSION}|{structure}|{precision}|bs{batch_size}|t{threads or 'default'}|{hardware}"
 
     def get(self, key: str) -> dict | None:
         return self.entries.get(key)

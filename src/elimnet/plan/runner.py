@@ -81,7 +81,8 @@ def make_context(args, cfg):
     from elimnet.data.prepare import load_meta, load_prepared
     from elimnet.models import get_spec
     from elimnet.deploy.calibration import calibration_batches
-    from elimnet.plan.deployed import TimingCache, hardware_fingerprint
+    from elimnet.bench.hardware import hardware_fingerprint
+    from elimnet.plan.deployed import TimingCache
     from elimnet.plan.proxy import sample_split
     from elimnet.plan.study import PlanContext
 
@@ -96,7 +97,7 @@ def make_context(args, cfg):
         cfg=cfg, base=_base_model(cfg, Path(args.pretrained)), data_dir=data_dir, num_classes=len(meta["classes"]),
         image_size=meta["image_size"], num_stages=len(spec.stage_names), mean=spec.mean, std=spec.std,
         proxy_train=sample_split(splits["train"], args.proxy_images, cfg["seed"]), proxy_val=splits["val"],
-        calibration=[], batch_size=args.batch_size, threads=args.threads, hardware=hardware_fingerprint(),
+        calibration=[], batch_size=args.batch_size, threads=args.threads, hardware=hardware_fingerprint()["id"],
         cache=TimingCache(work / "latency.json"), workdir=work / "onnx", block_tables=work / "block_latency.json",
         timing={"warmup": cfg["bench.warmup"], "repeats": cfg["bench.repeats"], "budget_s": cfg["bench.budget_s"]})
     ctx.calibration = calibration_batches(splits["train"], ctx.normalize, min(cfg["deploy.calibration_images"],

@@ -2,9 +2,10 @@
 
 Rows: the full finetuned model of each (arch, weights, data, recipe) once, then every candidate,
 labelled by its method (Elim k, LayerPrune k, Diet g, Filter r, KD, "empty" for random init).
-Experiments that differ only in `seed` are one row: `n` seeds, each quality metric as mean, sd
-and 95% CI (elimnet.train.uncertainty), and for candidates the test macro-F1 delta vs their own seed's
-full model with a verdict ("loss" / "gain" / "no loss detected") read off its interval.
+Experiments that differ only in `seed` are one row: `n` trainings (each experiment's train.repeats, or
+its k-fold folds, summed over the seeds), each quality metric as mean, sd and 95% CI
+(elimnet.train.uncertainty), and for candidates the test macro-F1 delta vs their own seed's full model
+with a verdict ("loss" / "gain" / "no loss detected") read off its interval.
 
 Latency is never pooled across machines: records are grouped per hardware fingerprint (records.machine_id),
 and the milliseconds shown come from one machine, the reference (the first record's: the workspace when
@@ -108,9 +109,16 @@ def _ci_of(row: dict, key: str) -> list[float] | None:
     return list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) for v in ci) else None
 
 
+def trainings(rec: ExpRecord) -> int:
+    """How many trainings one record's figures pool: its report's k-fold folds or train.repeats (1 before
+    the report pooled repeats)."""
+    s = rec.summary
+    return int(s.get("folds") or s.get("repeats") or 1)
+
+
 def _pool_seeds(parts: list[dict], base: dict) -> dict:
     """Mean, sd and 95% CI of every quality metric over the seeds' rows `parts` (one row per seed)."""
-    row = dict(base, n=len(parts))
+    row = dict(base)
     for q in QUALITY + [d for d in DEPLOYED if any(d in p for p in parts)]:
         vals = [p.get(q) for p in parts if _num(p.get(q))]
         s = uncertainty.seed_summary(vals)
@@ -131,6 +139,9 @@ def _delta(recs: list[ExpRecord]) -> dict:
             boot.append(_ci_of(s, "delta_test_macro_f1_ci"))
     summ = uncertainty.seed_summary(vals)
     ci = uncertainty.combined_ci(vals, boot) if any(boot) else summ["ci"]
+    per = (recs[0].summary.get("per_repeat") or {}).get(DELTA) if len(recs) == 1 else None
+    if isinstance(per, list) and len(per) > 1:  # one experiment's repeats: their spread
+        summ["sd"] = uncertainty.seed_summary(per)["sd"]
     return {"delta_test_macro_f1": summ["mean"], "delta_test_macro_f1_sd": summ["sd"],
             "delta_test_macro_f1_ci": ci, "verdict": uncertainty.verdict(ci)}
 
@@ -139,11 +150,22 @@ def _role_rows(recs: list[ExpRecord], role: str) -> list[dict]:
     return [_canonical(r.summary.get(role)) for r in recs]
 
 
+def _repeat_sd(row: dict, seeds_: list[ExpRecord], role: str) -> dict:
+    """One experiment pooling repeats: each metric's sd over its repeats (summary.json's per_repeat), since
+    one seed's row has no spread of its own; its mean and CI are already the report's pooled ones."""
+    per = ((seeds_[0].summary.get("per_repeat") or {}).get(role) or {}) if len(seeds_) == 1 else {}
+    for q, vals in per.items():
+        if q in QUALITY and isinstance(vals, list) and len(vals) > 1:
+            row[f"{q}_sd"] = uncertainty.seed_summary(vals)["sd"]
+    return row
+
+
 def _identity(recs: list[ExpRecord], name: str, role: str, arch) -> dict:
     """The row's fixed columns; `role` is the summary's ("baseline" or "candidate")."""
     seeds_ = _one_per_seed(recs)
     return {"name": name, "role": "full" if role == "baseline" else role, "arch": arch,
             "experiment": ",".join(r.name for r in seeds_), "seeds": [_seed(r) for r in seeds_],
+            "n": sum(trainings(r) for r in seeds_), "folds": any(r.summary.get("folds") for r in seeds_),
             "machine": recs[0].machine, "hardware": recs[0].hardware,
             **_fixed(_canonical(seeds_[0].summary.get(role)))}
 
@@ -154,6 +176,7 @@ def _full_row(recs: list[ExpRecord]) -> dict:
     name = f"full {arch}" + (" (empty)" if _weights(recs[0].params, s) == "none" else "")
     seeds_ = _one_per_seed(recs)
     row = _pool_seeds(_role_rows(seeds_, "baseline"), _identity(recs, name, "baseline", arch))
+    _repeat_sd(row, seeds_, "baseline")
     # The baseline is re-timed in every experiment on this machine: their median is the steadier figure.
     row.update(_median_latency(_role_rows(recs, "baseline")))
     return row
@@ -165,6 +188,7 @@ def _candidate_row(recs: list[ExpRecord]) -> dict:
     arch = s.get("arch") or seeds_[0].params.get("model.arch")
     row = _pool_seeds(_role_rows(seeds_, "candidate"),
                       _identity(seeds_, method_label(seeds_[0].params, s), "candidate", arch))
+    _repeat_sd(row, seeds_, "candidate")
     row.update(_median_latency(_role_rows(seeds_, "candidate")))
     ratios = [_canonical(r.summary.get("ratios")) for r in seeds_]
     for k in {k for rat in ratios for k in rat if k.startswith("latency_reduction_")}:
@@ -173,6 +197,24 @@ def _candidate_row(recs: list[ExpRecord]) -> dict:
             row[k.replace("latency_reduction_", "reduction_")] = statistics.median(vals)
     row.update(_delta(seeds_))
     return row
+
+
+# The default latency axis, most deployed first: what each one is, for the line above the table.
+AXES = {"ort_int8": "ONNX Runtime INT8, the deployed runtime (deploy.precision=int8)",
+        "ort": "ONNX Runtime fp32, the deployed runtime",
+        "cpu": "eager PyTorch: no ONNX Runtime timings in these runs"}
+
+
+def default_x(rows: list[dict], records: list[ExpRecord], batch_size: int = 1) -> tuple[str, str]:
+    """(latency column, what it is) of the runtime the reference run deployed, at `batch_size`: ort_int8 when it
+    shipped INT8, else ort fp32, when the reference machine's rows have it; eager `cpu` as the fallback."""
+    ref = next((r for r in records if r.machine is not None), records[0] if records else None)
+    int8 = ref is not None and ref.params.get("deploy.precision") == "int8"
+    for backend in [b for b in AXES if b != "ort_int8" or int8]:
+        x = canonical_key(f"latency_{backend}_bs{batch_size}_ms")
+        if any(_num(r.get(x)) for r in rows if not r.get("elsewhere")):
+            return x, AXES[backend]
+    return canonical_key(f"latency_cpu_bs{batch_size}_ms"), AXES["cpu"]
 
 
 def reference_machine(records: list[ExpRecord]) -> str | None:

@@ -7,7 +7,6 @@ experiments, then commits (only when asked for).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,13 +16,11 @@ from typing import Any, Iterator
 
 import yaml
 
+from elimnet.bench.hardware import fingerprint_id
 from elimnet.errors import ConfigError, StageError
 
 SUMMARY = "metrics/summary.json"
 LATENCY = "metrics/latency.json"  # its `hardware` block says which machine timed the latencies
-# What makes two latency figures comparable: the CPU, its kernel-deciding ISA flags, cores and threads.
-# Versions and the measured peak are left out (the same machine re-probed is still the same machine).
-_FINGERPRINT_KEYS = ("cpu", "machine", "isa", "cpus", "threads")
 
 
 @dataclass
@@ -41,20 +38,20 @@ class ExpRecord:
 
 
 def machine_id(hardware: dict | None) -> str | None:
-    """A short, stable id of the machine a hardware block describes (None: not recorded)."""
+    """Which machine setting timed a record: the hardware block's fingerprint (bench.hardware.fingerprint_id,
+    the benchmark's own), plus its thread count, which changes every latency (None: not recorded)."""
     if not isinstance(hardware, dict) or not hardware.get("cpu"):
         return None
-    key = {k: hardware.get(k) for k in _FINGERPRINT_KEYS}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    threads = hardware.get("threads")
+    return fingerprint_id(hardware) + (f"/t{threads}" if threads else "")
 
 
 def machine_label(hardware: dict | None) -> str:
-    """'AMD EPYC, 2 threads [1a2b3c4d]' for a report line; 'unrecorded machine' without a block."""
-    mid = machine_id(hardware)
-    if mid is None:
+    """'AMD EPYC, 2 threads [1a2b3c4d5e6f]' for a report line; 'unrecorded machine' without a block."""
+    if machine_id(hardware) is None:
         return "unrecorded machine"
     threads = hardware.get("threads")
-    return f"{hardware['cpu']}" + (f", {threads} threads" if threads else "") + f" [{mid}]"
+    return f"{hardware['cpu']}" + (f", {threads} threads" if threads else "") + f" [{fingerprint_id(hardware)}]"
 
 
 # ----------------------------------------------------------------------------- DVC

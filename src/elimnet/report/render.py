@@ -128,8 +128,9 @@ def _summary_cells(r: dict, x: str, reds: list[str], y: str, machines: bool) -> 
     delta = (f"{r[DELTA]:+.3f}" + (f" [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
              if r.get(DELTA) is not None else "–")
     faster = " / ".join(f"{r[c]:+.0%}" if r.get(c) is not None else "–" for c in reds) if r["role"] != "full" else "–"
-    out = [r["name"], str(r["n"]), cell("params", r.get("params")), cell("macs", r.get("macs")),
-           cell(x, r.get(x)), faster, quality, delta, r.get("verdict") or "–", cell("pareto", r.get("pareto"))]
+    n = f"{r['n']}{'f' * bool(r.get('folds'))}"  # f: k-fold folds, not repeats on one split
+    out = [r["name"], n, cell("params", r.get("params")), cell("macs", r.get("macs")), cell(x, r.get(x)), faster,
+           quality, delta, r.get("verdict") or "–", cell("pareto", r.get("pareto"))]
     return out + ([r.get("machine") or "?"] if machines else [])
 
 
@@ -152,6 +153,12 @@ def summary_table(rows: list[dict], x: str, y: str = "test_macro_f1", width: int
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(fit, widths))).rstrip()
 
     return "\n".join([line(heads), "-" * min(width, sum(widths) + 2 * (len(widths) - 1))] + [line(b) for b in body])
+
+
+def axis_line(x: str, what: str, rows: list[dict]) -> str:
+    """The line above the table: which latency the x column is, and what `n` counts."""
+    n = "k-fold folds (f) or training repeats" if any(r.get("folds") for r in rows) else "training repeats"
+    return f"x axis: {header(x)} ({what}); n: {n} pooled per row, over seeds"
 
 
 def machine_notes(rows: list[dict]) -> list[str]:

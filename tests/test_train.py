@@ -167,9 +167,12 @@ def test_frozen_stages_keep_weights_and_bn_statistics_and_the_rest_trains(tiny_s
     assert [p.requires_grad for p in net.stem.parameters()] == [False] * 3
 
 
-def test_freezing_more_stages_than_the_model_has_is_one_line(tiny_split, one_thread):
-    with pytest.raises(ValueError, match=r"train.freeze_stages=3: this model has 2 stages; allowed 0..2"):
-        _finetune(_two_stage_net(), tiny_split, freeze_stages=3)
+def test_freezing_more_stages_than_the_model_has_freezes_them_all(tiny_split, one_thread):
+    net = _two_stage_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    after = _finetune(net, tiny_split, freeze_stages=3).best_state
+    assert all(torch.equal(after[k], before[k]) for k in before if not k.startswith("classifier."))
+    assert not torch.equal(after["classifier.0.weight"], before["classifier.0.weight"])
 
 
 def test_ema_is_what_validation_scores_and_what_is_kept(tiny_split, one_thread):
@@ -185,3 +188,10 @@ def test_ema_is_what_validation_scores_and_what_is_kept(tiny_split, one_thread):
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
     assert set(averaged.best_state) == set(net.state_dict()) == {k.removeprefix("module.")
                                                                 for k in ema.state_dict() if k != "n_averaged"}
+
+
+def test_random_init_models_freeze_nothing():
+    """Frozen early stages keep ImageNet features; an "empty" (model.weights=none) model has none to keep."""
+    assert TrainRecipe.from_config(defaults()).freeze_stages == 3
+    assert TrainRecipe.from_config(defaults(["model.weights=none"])).freeze_stages == 0
+    assert TrainRecipe.from_config(defaults(["model.weights=none"]), freeze_stages=2).freeze_stages == 2

@@ -49,7 +49,7 @@ CORE: dict[str, Field] = {
     "data.test_fraction": Field(0.15, num_range(0.0, 0.5, lo_open=True), "test share (unused with data.folds)"),
     "data.split_seed": Field(42, int_range(0), "seed of the train/val/test split, the folds and data.max_per_class's "
                              "subset (repeats vary the training, this varies the split)"),
-    "data.folds": Field(0, int_range(0), "0 = one fixed split (repeats train on it); K >= 3 = K-fold cross-"
+    "data.folds": Field(5, int_range(0), "0 = one fixed split (repeats train on it); K >= 3 = K-fold cross-"
                         "validation, repeat r tests on fold r (train.repeats must equal K)"),
     "data.max_per_class": Field(None, int_range(3, optional=True),
                                 "cap images per class (deterministic subset) for quick runs"),
@@ -65,8 +65,9 @@ CORE: dict[str, Field] = {
     "train.weight_decay": Field(5e-5, num_range(0.0), "weight decay"),
     "train.label_smoothing": Field(0.0, num_range(0.0, 0.5), "cross-entropy label smoothing"),
     "train.warmup_epochs": Field(0, int_range(0), "linear LR warm-up epochs before cosine decay"),
-    "train.freeze_stages": Field(0, int_range(0), "the stem and this many early stages keep their ImageNet weights "
-                                 "and BN statistics: no backward through them (faster steps)"),
+    "train.freeze_stages": Field(3, int_range(0), "the stem and this many early stages keep their ImageNet weights "
+                                 "and BN statistics: no backward through them (faster steps); a model with fewer "
+                                 "stages freezes them all; model.weights=none freezes nothing"),
     "train.ema": Field(0.0, num_range(0.0, 0.9999), "decay per step of an exponential moving average "
                        "of the weights, which validation picks from and the stage saves (0 = off)"),
     "train.hflip": Field(True, is_bool, "random horizontal flips"),
@@ -90,9 +91,9 @@ CORE: dict[str, Field] = {
     "train.keep_freed_memory": Field(True, is_bool, "glibc keeps freed activations while training (faster "
                                                      "steps; see elimnet.bench.allocator)"),
     # train: repeated training (finetune/evaluate/export per repeat, pooled by the report) -------------
-    "train.repeats": Field(3, int_range(1), "training repeats per model (seed + 1000 r, same split); 1 = one run, "
-                           "no verdict (training variance not measured)"),
-    "train.repeat_ids": Field([0, 1, 2], int_list(0), "the repeats as the list dvc.yaml expands: must be "
+    "train.repeats": Field(5, int_range(1), "training repeats per model (seed + 1000 r; with data.folds, repeat r "
+                           "is fold r); 1 = one run, no verdict (training variance not measured)"),
+    "train.repeat_ids": Field([0, 1, 2, 3, 4], int_list(0), "the repeats as the list dvc.yaml expands: must be "
                               "[0, 1, ..., train.repeats-1]"),
     # bench --------------------------------------------------------------------------
     "bench.batch_sizes": Field([1, 8, 64], int_list(1), "latency batch sizes"),

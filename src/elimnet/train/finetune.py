@@ -70,8 +70,11 @@ class TrainRecipe:
         unknown = set(overrides) - set(RECIPE_KEYS)
         if unknown:
             raise TypeError(f"unknown TrainRecipe fields: {sorted(unknown)}")
-        return cls(**{name: overrides[name] if name in overrides else cfg[key]
-                      for name, key in RECIPE_KEYS.items()})
+        recipe = cls(**{name: overrides[name] if name in overrides else cfg[key]
+                        for name, key in RECIPE_KEYS.items()})
+        if cfg.flat().get("model.weights") == "none" and "freeze_stages" not in overrides:
+            recipe.freeze_stages = 0  # random-init ("empty") models: their early stages are no features to keep
+        return recipe
 
 
 @dataclass
@@ -143,12 +146,12 @@ def balanced_batches(split: TensorSplit, batch_size: int, normalize: Normalizer,
 
 def freeze_early(model: torch.nn.Module, stages: int) -> list[torch.nn.Module]:
     """Freeze the stem and the first `stages` stages of a StagedNet (no grads, BN statistics fixed); returns the
-    frozen modules, which train_epoch puts back in eval mode after every model.train(). 0 = nothing frozen."""
+    frozen modules, which train_epoch puts back in eval mode after every model.train(). 0 = nothing frozen.
+    A model with fewer stages (a deep ELimNet cut) freezes all of them: its head and classifier still train."""
     if stages == 0:
         return []
-    available = len(getattr(model, "stages", []))
-    if stages > available:
-        raise ValueError(f"train.freeze_stages={stages}: this model has {available} stages; allowed 0..{available}")
+    if not hasattr(model, "stages"):
+        raise ValueError(f"train.freeze_stages={stages}: {type(model).__name__} has no stage view; set 0")
     frozen = [model.stem, *model.stages[:stages]]
     for module in frozen:
         module.requires_grad_(False)

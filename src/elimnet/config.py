@@ -57,7 +57,7 @@ CORE: dict[str, Field] = {
     "model.arch": Field("efficientnet_lite0", _arch, "backbone (or timm/<name>)"),
     "model.weights": Field("imagenet", one_of(["imagenet", "none"]), "pretrained or random init"),
     # train --------------------------------------------------------------------------
-    "train.epochs": Field(6, int_range(1), "finetuning epochs"),
+    "train.epochs": Field(9, int_range(1), "finetuning epochs"),
     "train.batch_size": Field(32, int_range(1), "training batch size"),
     "train.lr": Field(0.01, num_range(0.0, lo_open=True), "peak learning rate"),
     "train.optimizer": Field("sgd", one_of(["sgd", "adamw"]), "optimizer"),

@@ -132,6 +132,18 @@ def tiny_split():
     return make
 
 
+# ----------------------------------------------------------------------------- pins against the default recipe
+# The default recipe is 5-fold cross-validation (data.folds 5, repeat r = fold r, 7+ images per class): tests whose
+# tiny data cannot hold 5 folds, or that are about one fixed split, pin it (params.yaml trees: data: {folds: 0}).
+FIXED_SPLIT = {"data.folds": 0}
+
+
+def fixed_split_repeats(repeats: int) -> list[str]:
+    """-S overrides: one fixed split trained `repeats` times (repeats are training seeds on it, not folds)."""
+    return [*(f"{k}={v}" for k, v in FIXED_SPLIT.items()), f"train.repeats={repeats}",
+            f"train.repeat_ids={list(range(repeats))}"]
+
+
 # ----------------------------------------------------------------------------- loopback HTTP server
 class LoopbackServer:
     """Serves in-memory files on 127.0.0.1 with HTTP Range support, and records every request.

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import FIXED_SPLIT
 from elimnet.data.prepare import DataError, prepare, to_8bit, to_square_array
 from elimnet.data.sources import Sample, SourceData, open_path
 
@@ -124,7 +125,7 @@ def test_skipped_reasons_reach_metrics_data_json(tmp_path):
             Image.new("RGB", (12, 12), (60 * c, 100, 20 * i)).save(root / name / f"{i}.png")
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     cfg = defaults().replace(**{"data.name": "folder", "data.path": str(root), "data.image_size": 16,
-                                "data.val_fraction": 0.2, "data.test_fraction": 0.2})
+                                "data.val_fraction": 0.2, "data.test_fraction": 0.2, **FIXED_SPLIT})  # 5 per class
     run_prepare(cfg, tmp_path / "prepared", tmp_path / "metrics" / "data.json")
     data = json.loads((tmp_path / "metrics" / "data.json").read_text())
     assert list(data["skipped_reasons"]) == ["dog/broken.png"]

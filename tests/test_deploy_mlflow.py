@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fixed_split_repeats
 from elimnet.config import load_params
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def test_report_registers_the_onnx_candidate_with_lineage_and_system_metrics(tmp
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_params(tmp_path / "none.yaml", ["model.arch=resnet18", "model.weights=none", "model.elim=3",
                                                "data.image_size=32", f"mlflow.tracking_uri={mlflow_server}",
-                                               "mlflow.experiment=deploy-test"])
+                                               "mlflow.experiment=deploy-test", *fixed_split_repeats(3)])
     metrics_dir, model_path = make_experiment(tmp_path, cfg)
     model = load_model(model_path)[0].eval()
     deploy = tmp_path / "models" / "deploy" / "candidate"

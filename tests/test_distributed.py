@@ -70,7 +70,10 @@ def workdir(tmp_path, tiny_split):
     # A model file as checkpoint.save_model writes it (the arch is registered only inside the wrapper).
     config = {"arch": ARCH, "steps": [], "mean": [0.5] * 3, "std": [0.25] * 3}
     torch_save(d / "init.pt", {"config": config, "state_dict": model.state_dict()})
-    (d / "params.yaml").write_text("seed: 3\ntrain:\n  epochs: 2\n  batch_size: 8\n  lr: 0.05\n  threads: 1\n")
+    # freeze_stages 0: this is about the ranks matching one process, not freezing (the default would freeze
+    # this 2-stage net's stem and both stages, and the test checks the stem trained)
+    (d / "params.yaml").write_text("seed: 3\ntrain:\n  epochs: 2\n  batch_size: 8\n  lr: 0.05\n  threads: 1\n"
+                                   "  freeze_stages: 0\n")
     return d
 
 

@@ -7,6 +7,7 @@ import json
 import tarfile
 
 import pytest
+from conftest import FIXED_SPLIT
 from test_sources import TACO_MAPPING, cfg_for, mini_taco  # noqa: F401 - a fixture
 
 import elimnet.data.download as download_mod
@@ -121,7 +122,7 @@ def test_unverified_downloads_reach_metrics_data_json(mini_taco, http_server, tm
     http_server.no_length |= {f"/flickr/{i}.png" for i in (0, 1)}
     cfg = cfg_for(tmp_path, **{"data.name": "taco", "data.taco.mapping": TACO_MAPPING, "data.taco.min_size": 8,
                                "data.taco.padding": 0.0, "data.taco.workers": 2, "data.val_fraction": 0.25,
-                               "data.test_fraction": 0.25})
+                               "data.test_fraction": 0.25, **FIXED_SPLIT})  # too few images for 5 folds
     run_prepare(cfg, tmp_path / "prepared", tmp_path / "metrics" / "data.json")
     data = json.loads((tmp_path / "metrics" / "data.json").read_text())
     folder = tmp_path / "raw" / "taco" / "images"

@@ -74,7 +74,8 @@ def _folder_cfg(tmp_path, **overrides):
             for i in range(n):
                 Image.new("L", (10, 10), 60 * label + i).save(root / f"k{label}" / f"{i:02d}.png")
     return defaults().replace(**{"data.name": "folder", "data.path": str(root), "data.image_size": 16,
-                                 "data.val_fraction": 0.2, "data.folds": 3, **overrides})
+                                 "data.val_fraction": 0.2, "data.folds": 3, "train.repeats": 3,
+                                 "train.repeat_ids": [0, 1, 2], **overrides})
 
 
 def _stage_bytes(tmp_path, name, cfg) -> dict[str, bytes]:
@@ -95,8 +96,12 @@ def test_the_split_follows_split_seed_not_the_training_seed(tmp_path):
 
 
 def test_folds_must_equal_the_repeats():
+    cfg = defaults()  # the default recipe: 5-fold cross-validation, repeat r = fold r
+    assert cfg["data.folds"] == cfg["train.repeats"] == 5 and cfg["train.repeat_ids"] == [0, 1, 2, 3, 4]
     with pytest.raises(ConfigError, match=r"^data.folds=5 and train.repeats=3: must be equal"):
-        defaults(["data.folds=5"])
+        defaults(["train.repeats=3", "train.repeat_ids=[0, 1, 2]"])
+    with pytest.raises(ConfigError, match=r"^data.folds=4 and train.repeats=5: must be equal"):
+        defaults(["data.folds=4"])
     with pytest.raises(ConfigError, match=r"^data.folds=2: must be 0"):
         defaults(["data.folds=2", "train.repeats=2", "train.repeat_ids=[0, 1]"])
     cfg = defaults(["data.folds=4", "train.repeats=4", "train.repeat_ids=[0,1,2,3]"])

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from elimnet.checkpoint import model_config, save_model
+from elimnet.config import defaults
 from elimnet.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +136,8 @@ def _run(args, cwd, check=True):
     return out
 
 
-REPEATS = [(role, r) for role in ("baseline", "candidate") for r in range(3)]  # train.repeats' default
+# locked_repo's params.yaml is the schema's defaults: dvc.yaml's foreach stages run over their repeat_ids
+REPEATS = [(role, r) for role in ("baseline", "candidate") for r in defaults()["train.repeat_ids"]]
 OUTS = ["data/prepared/train.pt", "models/pretrained.pt", "models/candidate_init.pt",
         *(f"models/{role}/r{r}.pt" for role, r in REPEATS), *(f"models/deploy/{role}/r{r}/model.onnx"
                                                               for role, r in REPEATS), "plots/curves.png"]
@@ -146,8 +148,6 @@ def locked_repo(tmp_path_factory):
     """This project's tracked code and dvc.yaml in a fresh git repo, every output a placeholder recorded
     in dvc.lock by `dvc commit` (nothing trained), and params.yaml written from the schema's defaults."""
     from dvc.utils.serialize import dump_yaml
-
-    from elimnet.config import defaults
 
     dest = tmp_path_factory.mktemp("locked")
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import fixed_split_repeats
 from elimnet.checkpoint import model_config, save_model
 from elimnet.config import load_params
 from elimnet.io import write_json, write_text
@@ -27,7 +28,8 @@ def _history(acc0: float) -> str:
 
 
 def make_experiment(root, cfg):
-    """Metrics files as the pipeline writes them, and a finetuned (here: random) Elim-3 candidate file."""
+    """Metrics files as the pipeline writes them, and a finetuned (here: random) Elim-3 candidate file.
+    Every repeat's predictions.csv tests the same images: `cfg` must pin one fixed split (fixed_split_repeats)."""
     from elimnet.models import create_model
     from elimnet.compress.build import build_candidate, describe
 
@@ -74,7 +76,7 @@ def test_report_logs_one_complete_run_to_a_real_server(tmp_path, mlflow_server, 
     monkeypatch.setenv("DVC_EXP_NAME", "exp-elim3")
     cfg = load_params(tmp_path / "none.yaml", ["model.arch=resnet18", "model.weights=none", "model.elim=3",
                                                "data.image_size=32", f"mlflow.tracking_uri={mlflow_server}",
-                                               "mlflow.experiment=elimnet-test"])
+                                               "mlflow.experiment=elimnet-test", *fixed_split_repeats(3)])
     metrics_dir, model_path = make_experiment(tmp_path, cfg)
     summary = run_report(cfg, metrics_dir, metrics_dir / "summary.json", tmp_path / "plots" / "curves.png",
                          model_path)

@@ -6,7 +6,7 @@ import yaml
 
 from stage_runner import run_default_graph, run_stage_script
 
-TINY = {"data": {"max_per_class": 8, "image_size": 32},
+TINY = {"data": {"max_per_class": 8, "image_size": 32, "folds": 0},  # one fixed split, 2 repeats pooled on it
         "train": {"epochs": 2, "batch_size": 8, "repeats": 2, "repeat_ids": [0, 1]},
         "model": {"elim": 3}, "bench": {"batch_sizes": [1, 4], "repeats": 3, "warmup": 1, "budget_s": 0.2}}
 

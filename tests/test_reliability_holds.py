@@ -35,7 +35,9 @@ def test_a_pickled_payload_in_a_loaded_file_does_not_run(tmp_path, loader):
 @pytest.mark.slow
 def test_metrics_are_byte_identical_across_reruns(tmp_path):
     """The whole tiny graph twice, in two folders: every metrics file except the timings is the same bytes."""
-    params = {"data": {"max_per_class": 6, "image_size": 32}, "train": {"epochs": 1, "batch_size": 8},
+    # one fixed split trained 3 times: 6 images per class cannot hold the default 5 folds
+    params = {"data": {"max_per_class": 6, "image_size": 32, "folds": 0},
+              "train": {"epochs": 1, "batch_size": 8, "repeats": 3, "repeat_ids": [0, 1, 2]},
               "model": {"elim": 3}, "mlflow": {"enabled": False},
               "bench": {"batch_sizes": [1], "repeats": 2, "warmup": 1, "budget_s": 0.1}}
     runs = []
@@ -47,7 +49,7 @@ def test_metrics_are_byte_identical_across_reruns(tmp_path):
         m = work / "metrics"
         runs.append({str(p.relative_to(m)): p.read_bytes() for p in sorted(m.rglob("*"))
                      if p.is_file() and p.name not in ("latency.json", "summary.json", "headline.json")})  # timings
-    repeats = [f"{role}/r{r}/{f}" for role in ("baseline", "candidate") for r in range(3)  # train.repeats
+    repeats = [f"{role}/r{r}/{f}" for role in ("baseline", "candidate") for r in range(3)
                for f in ("train.json", "eval.json", "history.csv", "predictions.csv")]
     assert set(runs[0]) >= {"data.json", "structure.json", *repeats}
     assert runs[0] == runs[1]
@@ -94,7 +96,7 @@ def test_temp_folders_a_killed_run_left_are_removed_by_the_next_run_of_their_sta
         (d / "x").mkdir(parents=True)
     (data / ".unrelated.tmp").mkdir()
     cfg = defaults(["data.name=folder", f"data.path={images}", "data.image_size=16", "data.val_fraction=0.2",
-                    "data.test_fraction=0.2"])
+                    "data.test_fraction=0.2", "data.folds=0"])  # 6 images per class: one fixed split
     run_prepare(cfg, data / "prepared", tmp_path / "metrics" / "data.json")
     assert sorted(p.name for p in data.iterdir()) == [".unrelated.tmp", "prepared"]
 

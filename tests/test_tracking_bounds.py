@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fixed_split_repeats
 from elimnet.track import log_run
 from elimnet.track.connection import HTTP_LIMITS, bounded_requests, probe
 
@@ -151,7 +152,7 @@ def test_unreachable_store_leaves_report_outputs_unchanged(tmp_path, capfd):
     for name, over in (("off", ["mlflow.enabled=false"]), ("dead", [f"mlflow.tracking_uri={uri}"])):
         root = tmp_path / name
         cfg = load_params(tmp_path / "none.yaml", ["model.arch=resnet18", "model.weights=none", "model.elim=3",
-                                                   "data.image_size=32", *over])
+                                                   "data.image_size=32", *fixed_split_repeats(3), *over])
         metrics_dir, _ = make_experiment(root, cfg)
         summary = run_report(cfg, metrics_dir, root / "summary.json", root / "curves.png")
         outs[name] = (root / "summary.json").read_bytes()

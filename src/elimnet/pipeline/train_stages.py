@@ -28,7 +28,8 @@ def run_finetune(cfg: Config, init: str | Path, data_dir: str | Path, out: str |
     """Finetune and write model, history and metrics; under torchrun only rank 0 writes (others return None).
 
     `repeat` r (train.repeats) trains with repeat_seed(seed, r): a new classifier init (the candidate's from r = 1
-    on: train/classifier.py), a new data order and new flips, on the same split."""
+    on: train/classifier.py), a new data order and new flips, on the same split (under data.folds: fold r's)."""
+    data_dir = repeat_data_dir(data_dir, repeat)
     set_threads(cfg["train.threads"])
     allocator_state(cfg["train.keep_freed_memory"])  # no page faults for freed activations every step
     ddp = None

@@ -69,3 +69,19 @@ def run_default_graph(params: Path, work: Path) -> None:
             args += ["--dvc-yaml", str(ROOT / "dvc.yaml")]
         rc = run_stage_script(script, args)
         assert rc == 0, f"stage {stage} failed"
+
+
+# A tiny folder source and the quickest bench/model settings: what the graph tests run through every stage.
+TINY_GRAPH = {"model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
+              "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False}}
+
+
+def fruit_folder(imgs: Path, per_class: int = 8) -> Path:
+    """An ImageFolder tree of 3 classes x `per_class` small RGB images that differ by class and index."""
+    from PIL import Image
+
+    for c, name in enumerate(["apple", "kiwi", "plum"]):
+        (imgs / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (40, 36), (90 * c, 60 + 10 * i, 120)).save(imgs / name / f"{i}.png")
+    return imgs

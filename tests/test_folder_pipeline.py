@@ -7,25 +7,18 @@ import json
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from stage_runner import run_default_graph
+from stage_runner import TINY_GRAPH, fruit_folder, run_default_graph
 
 
 @pytest.mark.slow
 def test_folder_source_through_every_stage(tmp_path):
-    imgs = tmp_path / "imgs"
-    for c, name in enumerate(["apple", "kiwi", "plum"]):
-        (imgs / name).mkdir(parents=True)
-        for i in range(8):
-            Image.new("RGB", (40, 36), (90 * c, 60 + 10 * i, 120)).save(imgs / name / f"{i}.png")
+    imgs = fruit_folder(tmp_path / "imgs")
     (imgs / "plum" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # skipped and counted
     params = {"data": {"name": "folder", "path": str(imgs), "image_size": 32, "val_fraction": 0.25,
                        "test_fraction": 0.25, "folds": 0},  # one fixed split: 8 images per class, 1 run
-              "model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
               "train": {"epochs": 1, "batch_size": 8, "threads": 1, "repeats": 1, "repeat_ids": [0]},
-              "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False},
-              "mlflow": {"enabled": False}}
+              "mlflow": {"enabled": False}, **TINY_GRAPH}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run_default_graph(tmp_path / "params.yaml", tmp_path)
 

@@ -202,18 +202,12 @@ def test_report_refuses_folds_that_test_an_image_twice(tmp_path):
 @pytest.mark.slow
 def test_the_graph_with_folds_tests_every_image_once_and_reports_out_of_fold(tmp_path):
     import yaml
-    from stage_runner import run_default_graph
+    from stage_runner import TINY_GRAPH, fruit_folder, run_default_graph
 
-    imgs = tmp_path / "imgs"
-    for c, name in enumerate(["apple", "kiwi", "plum"]):
-        (imgs / name).mkdir(parents=True)
-        for i in range(8):
-            Image.new("RGB", (40, 36), (90 * c, 60 + 10 * i, 120)).save(imgs / name / f"{i}.png")
+    imgs = fruit_folder(tmp_path / "imgs")
     params = {"data": {"name": "folder", "path": str(imgs), "image_size": 32, "val_fraction": 0.25, "folds": 3},
-              "model": {"arch": "efficientnet_lite0", "weights": "none", "elim": 2},
               "train": {"epochs": 1, "batch_size": 8, "threads": 1, "repeats": 3, "repeat_ids": [0, 1, 2]},
-              "bench": {"batch_sizes": [1], "warmup": 1, "repeats": 2, "budget_s": 0.2, "threads": 1, "cuda": False},
-              "mlflow": {"enabled": False}}
+              "mlflow": {"enabled": False}, **TINY_GRAPH}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run_default_graph(tmp_path / "params.yaml", tmp_path)
 
